@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` and `make test`. Both build .venv from nothing.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint unit bench clean-demo
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+## demo: generate a small synthetic dataset from the prompts in data/ (results/ in this folder)
+demo: $(STAMP)
+	$(BIN)/snakemake --cores all
+	@echo
+	@echo "dataforge demo done: the dataset is in $(CURDIR)/results/"
+	@echo "  results/data/*.parquet  results/stats.json  results/README.md"
+
+## lint: ruff, snakefmt and snakemake --lint
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakefmt --check .
+	$(BIN)/snakemake --lint --configfile config/examples/lint.yaml
+
+## test: lint, then the whole test suite
+test: lint
+	$(BIN)/python -m pytest -q -ra
+
+bench: $(STAMP)
+	$(BIN)/python bench/client_overhead.py

@@ -1,0 +1,26 @@
+from snakemake.utils import min_version
+
+min_version("9.27")
+
+
+configfile: workflow.source_path("config/config.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/plan.smk"
+include: "rules/serve.smk"
+include: "rules/generate.smk"
+include: "rules/aggregate.smk"
+
+
+wildcard_constraints:
+    chunk=r"\d{5}",
+    server=r"\d{5}",
+
+
+rule all:
+    """The synthetic dataset: chunk files, stats.json and the dataset card."""
+    default_target: True
+    input:
+        "results/stats.json",
+        "results/README.md",

@@ -1,0 +1,155 @@
+"""The chunk job: ask the group's serve process to generate one chunk, and wait for it.
+
+Standard library only, so the job starts in a few tens of milliseconds. The service file may
+still be Snakemake's empty placeholder, or a leftover of a killed run, when the job starts; the
+client waits until it names a live serve process of this run that answers `/health` with the
+token from the file. It fails fast when that process dies, and when the engine fails.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import socket
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("dataforge.chunk")
+FILE_TIMEOUT_S = 600.0  # how long to wait for the serve job to publish its address
+
+
+class ChunkJobError(Exception):
+    """The chunk could not be generated; one line for the log."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_service(path: Path) -> dict[str, Any] | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+        info = json.loads(text) if text.strip() else None
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and "url" in info else None
+
+
+def _get_json(url: str, timeout: float) -> dict[str, Any]:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request("GET", parts.path)
+        resp = conn.getresponse()
+        return json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def wait_for_server(service_file: str | Path, file_timeout_s: float = FILE_TIMEOUT_S) -> str:
+    """Wait until the serve process of this run is ready; return its URL.
+
+    The serve job writes its address within a second or two of starting; after that the wait
+    is bounded by the engine's start-up timeout, which the service file carries.
+
+    Raises:
+        ChunkJobError: if the server dies, fails, or is not ready in time.
+    """
+    service_file = Path(service_file)
+    deadline = time.monotonic() + file_timeout_s
+    extended = False
+    last = "the service file is still empty"
+    while time.monotonic() < deadline:
+        info = _read_service(service_file)
+        if info is not None:
+            if not extended and info.get("ppid") == os.getppid():
+                deadline = time.monotonic() + float(info.get("startup_timeout_s", 0)) + 60
+                extended = True
+            same_host = info.get("host") == socket.gethostname()
+            ours = info.get("ppid") == os.getppid()  # started by the same Snakemake process
+            if same_host and not _pid_alive(info["pid"]):
+                if ours:
+                    raise ChunkJobError(
+                        f"serve process {info['pid']} died; see logs/serve_model/"
+                        f"{info.get('server')}.log"
+                    )
+                last = "the service file is a leftover of an earlier run"
+            else:
+                try:
+                    health = _get_json(info["url"] + "/health", timeout=5)
+                except (OSError, ValueError) as e:
+                    last = f"{info['url']} not answering ({type(e).__name__})"
+                else:
+                    if health.get("token") != info.get("token"):
+                        last = "a different server answers at that address"
+                    elif health["state"] == "ready":
+                        return info["url"]
+                    elif health["state"] == "failed":
+                        raise ChunkJobError(f"server failed: {health.get('error')}")
+                    else:
+                        last = "engine still starting"
+        time.sleep(0.25)
+    raise ChunkJobError(f"server not ready in time: {last}")
+
+
+def request_chunk(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST the chunk request and follow its progress lines until the result line."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port)
+    try:
+        conn.request(
+            "POST", "/chunk", body=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise ChunkJobError(f"server answered HTTP {resp.status}: {resp.read()[:300]!r}")
+        last_log = 0.0
+        while True:
+            line = resp.readline()
+            if not line:
+                raise ChunkJobError("the server closed the connection before the chunk finished")
+            msg = json.loads(line)
+            if "ok" in msg:
+                return msg
+            if time.monotonic() - last_log > 10:
+                log.info("progress: %d/%d rows", msg["done"], msg["rows"])
+                last_log = time.monotonic()
+    except (ConnectionError, http.client.HTTPException) as e:
+        raise ChunkJobError(f"lost the server: {type(e).__name__}: {e}") from None
+    finally:
+        conn.close()
+
+
+def run_chunk(
+    *,
+    service_file: str,
+    plan: str,
+    spec: dict[str, Any],
+    parquet: str,
+    stats: str,
+) -> dict[str, Any]:
+    """Generate one chunk through the group's server; returns the server's result line.
+
+    Raises:
+        ChunkJobError: with the reason the chunk failed.
+    """
+    url = wait_for_server(service_file)
+    body = {
+        "spec": spec,
+        "plan": os.path.abspath(plan),
+        "outputs": {"parquet": os.path.abspath(parquet), "stats": os.path.abspath(stats)},
+    }
+    result = request_chunk(url, body)
+    if not result["ok"]:
+        raise ChunkJobError(result["error"])
+    return result

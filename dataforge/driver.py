@@ -1,0 +1,385 @@
+"""The serve job's process: one engine and the generation loop for every chunk of its group.
+
+The serve job starts the engine (in a guarded process group) and a small HTTP service on
+127.0.0.1, and writes the service's address into its Snakemake `service()` file at once. Each
+chunk job of the group is a thin client that asks this process to generate its chunk and waits.
+So the heavy state (engine, HTTP connection pool, input file handles) is set up once per group,
+all chunks of a group share one concurrency limit and are in flight together (the engine stays
+fed across chunk boundaries), and a chunk job costs little more than starting Python.
+
+Endpoints: `GET /health` (state and identity token), `POST /chunk` (a JSON chunk request; the
+response streams NDJSON progress lines and ends with a result line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from dataforge import plan as planlib
+from dataforge.atomic import write_json_atomic
+from dataforge.client import EngineClient, EngineDead, RequestFailed
+from dataforge.engines import EngineSpec, engine_spec
+from dataforge.errors import DataforgeError
+from dataforge.output import build_chunk_table, chunk_stats, write_chunk
+from dataforge.prompts import PromptError, build_messages, build_payload, request_seed
+from dataforge.source import RowReader
+
+log = logging.getLogger("dataforge.serve")
+PROGRESS_EVERY_S = 2.0
+
+
+class ChunkFailed(Exception):
+    """The chunk could not be generated; the message is reported to the chunk job."""
+
+
+class Driver:
+    """State of one serve job: engine process, client, readers, chunks in progress."""
+
+    def __init__(
+        self, config: dict[str, Any], server_id: str, service_file: str, engine_log: str
+    ) -> None:
+        self.config = config
+        self.server_id = server_id
+        self.service_file = Path(service_file)
+        self.engine_log = engine_log
+        self.token = uuid.uuid4().hex
+        self.state = "starting"
+        self.error: str | None = None
+        self.ready = asyncio.Event()
+        self.stop = asyncio.Event()
+        self.spec: EngineSpec | None = None
+        self.guard: subprocess.Popen | None = None
+        self.client: EngineClient | None = None
+        self.readers: dict[str, RowReader] = {}
+        self.chunks_done = 0
+        self.chunks_active: set[str] = set()
+        self.started = time.time()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT or engine failure; return the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.stop.set)
+        app = web.Application(client_max_size=16 << 20)
+        app.router.add_get("/health", self.handle_health)
+        app.router.add_post("/chunk", self.handle_chunk)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.write_service_file(f"http://127.0.0.1:{port}")
+        log.info("server %s: service on 127.0.0.1:%d (pid %d)", self.server_id, port, os.getpid())
+        code = 0
+        try:
+            self.spec = engine_spec(self.config)
+            if self.spec.command:
+                self.start_engine(self.spec)
+            starter = asyncio.create_task(self.wait_engine_ready())
+            stopper = asyncio.create_task(self.stop.wait())
+            await asyncio.wait({starter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if starter.done() and starter.exception() is None and self.state == "ready":
+                watcher = asyncio.create_task(self.watch_engine())
+                await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                watcher.cancel()
+            elif starter.done():
+                code = 1
+            for task in (starter, stopper):
+                task.cancel()
+            if self.state == "failed":
+                code = 1
+                # Give chunk jobs a moment to read the failure before the port closes.
+                await asyncio.sleep(1.0)
+        except DataforgeError as e:
+            self.fail(str(e))
+            code = 1
+        finally:
+            log.info(
+                "server %s: stopping after %d chunks (%.1f s)",
+                self.server_id,
+                self.chunks_done,
+                time.time() - self.started,
+            )
+            if self.client is not None:
+                await self.client.__aexit__(None, None, None)
+            await runner.cleanup()
+            await asyncio.to_thread(self.stop_engine)
+        return code
+
+    def write_service_file(self, url: str) -> None:
+        """Publish the address at once: chunk jobs only wait a few seconds for this file."""
+        write_json_atomic(
+            self.service_file,
+            {
+                "url": url,
+                "pid": os.getpid(),
+                "ppid": os.getppid(),
+                "host": socket.gethostname(),
+                "server": self.server_id,
+                "token": self.token,
+                "startup_timeout_s": self.config["engine"]["startup_timeout_s"],
+            },
+        )
+
+    def fail(self, message: str) -> None:
+        if self.state != "failed":
+            log.error("server %s: %s", self.server_id, message)
+        self.state = "failed"
+        self.error = message
+        self.ready.set()  # wake waiters so they see the failure
+
+    def start_engine(self, spec: EngineSpec) -> None:
+        Path(self.engine_log).parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.engine_log, "ab")  # noqa: SIM115 - owned by the child
+        cmd = [sys.executable, "-m", "dataforge.guard", "--", *spec.command]
+        log.info("server %s: starting engine: %s", self.server_id, " ".join(spec.command))
+        self.guard = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **spec.env},
+        )
+        out.close()
+
+    def engine_alive(self) -> bool:
+        return self.guard is None or self.guard.poll() is None
+
+    def stop_engine(self) -> None:
+        """Close the guard's pipe (it then stops the engine's process group) and wait."""
+        if self.guard is None:
+            return
+        with contextlib.suppress(OSError):
+            self.guard.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.guard.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.guard.kill()
+        log.info("server %s: engine stopped (exit %s)", self.server_id, self.guard.returncode)
+
+    async def wait_engine_ready(self) -> None:
+        assert self.spec is not None
+        engine = self.config["engine"]
+        deadline = time.monotonic() + engine["startup_timeout_s"]
+        headers = {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
+        last = "no answer yet"
+        async with aiohttp.ClientSession(headers=headers) as session:
+            while time.monotonic() < deadline and not self.stop.is_set():
+                if not self.engine_alive():
+                    self.fail(
+                        f"engine exited with code {self.guard.returncode} during start-up; "
+                        f"see {self.engine_log}"
+                    )
+                    return
+                try:
+                    async with session.get(
+                        self.spec.health_url, timeout=aiohttp.ClientTimeout(total=5)
+                    ) as resp:
+                        if resp.status == 200:
+                            break
+                        last = f"HTTP {resp.status}"
+                except (aiohttp.ClientError, TimeoutError) as e:
+                    last = type(e).__name__
+                await asyncio.sleep(0.2)
+            else:
+                if not self.stop.is_set():
+                    self.fail(
+                        f"engine not ready after {engine['startup_timeout_s']:g} s "
+                        f"({self.spec.health_url}: {last}); see {self.engine_log}"
+                    )
+                return
+        self.client = EngineClient(
+            self.spec.base_url,
+            max_concurrent=engine["max_concurrent_requests"],
+            timeout_s=engine["request_timeout_s"],
+            max_retries=engine["max_retries"],
+            api_key=self.spec.api_key,
+            alive=self.engine_alive,
+        )
+        await self.client.__aenter__()
+        self.state = "ready"
+        self.ready.set()
+        log.info("server %s: engine ready after %.1f s", self.server_id, time.time() - self.started)
+
+    async def watch_engine(self) -> None:
+        while self.engine_alive():
+            await asyncio.sleep(0.2)
+        self.fail(f"engine exited with code {self.guard.returncode}; see {self.engine_log}")
+
+    # -- HTTP handlers -------------------------------------------------------------------------
+
+    async def handle_health(self, _: web.Request) -> web.Response:
+        return web.json_response(
+            {"token": self.token, "state": self.state, "error": self.error, "pid": os.getpid()}
+        )
+
+    async def handle_chunk(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        chunk = body["spec"]["chunk"]
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        progress = {"done": 0, "rows": 0}
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(PROGRESS_EVERY_S)
+                await response.write(json.dumps(progress).encode() + b"\n")
+
+        reporter = asyncio.create_task(report())
+        self.chunks_active.add(chunk)
+        try:
+            result = {"ok": True, **await self.generate_chunk(body, progress)}
+            self.chunks_done += 1
+        except (ChunkFailed, DataforgeError, EngineDead) as e:
+            result = {"ok": False, "error": str(e)}
+            log.error("chunk %s failed: %s", chunk, e)
+        except asyncio.CancelledError:
+            log.warning("chunk %s: the chunk job went away; cancelled", chunk)
+            raise
+        except Exception as e:
+            log.exception("chunk %s: unexpected error", chunk)
+            result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        finally:
+            reporter.cancel()
+            self.chunks_active.discard(chunk)
+        await response.write(json.dumps(result).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def reader_for(self, plan: dict[str, Any]) -> RowReader:
+        key = plan["fingerprint"]
+        if key not in self.readers:
+            reader = RowReader(plan["source"])
+            reader.check_unchanged()
+            self.readers[key] = reader
+        return self.readers[key]
+
+    async def generate_chunk(self, body: dict[str, Any], progress: dict[str, int]) -> dict:
+        """Generate one chunk and write its Parquet file and stats sidecar atomically."""
+        spec, outputs = body["spec"], body["outputs"]
+        await self.ready.wait()
+        if self.state != "ready":
+            raise ChunkFailed(f"server {self.server_id} failed: {self.error}")
+        started = time.time()
+        plan = planlib.load_plan(body["plan"])
+        index = int(spec["chunk"])
+        start, end = planlib.chunk_range(plan, index)
+        if (start, end) != (spec["start"], spec["end"]) or plan["fingerprint"] != spec["plan"]:
+            raise ChunkFailed(
+                f"chunk {spec['chunk']}: rows {spec['start']}-{spec['end']} disagree with "
+                f"{body['plan']} (rows {start}-{end}); the plan changed during the run"
+            )
+        reader = await asyncio.to_thread(self.reader_for, plan)
+        rows = await asyncio.to_thread(reader.read, start, end)
+        prompts = rows.column(plan["input"]["prompt_column"]).to_pylist()
+        progress["rows"] = len(prompts)
+        gen = spec["generation"]
+        generations: list[list[dict[str, Any]]] = [[] for _ in prompts]
+        errors: list[str | None] = [None] * len(prompts)
+        counts_before = dict(self.client.counts)
+
+        async def one_row(i: int) -> None:
+            try:
+                messages = build_messages(
+                    prompts[i], plan["prompt_kind"], gen["system"], gen["template"]
+                )
+            except PromptError as e:
+                errors[i] = str(e)
+                progress["done"] += 1
+                return
+            sampling = gen["sampling"]
+            rollouts = sampling["rollouts"]
+            results = await asyncio.gather(
+                *(
+                    self.client.chat(
+                        build_payload(
+                            messages,
+                            gen["model"],
+                            sampling,
+                            request_seed(sampling["seed"], start + i, r, rollouts),
+                        )
+                    )
+                    for r in range(rollouts)
+                ),
+                return_exceptions=True,
+            )
+            for res in results:
+                if isinstance(res, EngineDead):
+                    raise res
+                if isinstance(res, RequestFailed):
+                    errors[i] = errors[i] or str(res)
+                elif isinstance(res, BaseException):
+                    raise res
+                else:
+                    generations[i].append(res.as_dict())
+            progress["done"] += 1
+
+        tasks = [asyncio.ensure_future(one_row(i)) for i in range(len(prompts))]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+        if not self.engine_alive():
+            raise EngineDead(f"engine exited during chunk {spec['chunk']}; see {self.engine_log}")
+        counts = {
+            k: v - counts_before.get(k, 0)
+            for k, v in self.client.counts.items()
+            if v - counts_before.get(k, 0)
+        }
+        record = planlib.chunk_metadata(plan, index)
+        table = build_chunk_table(rows, start, generations, errors, record)
+        stats = chunk_stats(generations, errors, counts)
+        finished = time.time()
+        stats.update(
+            chunk=spec["chunk"],
+            start=start,
+            end=end,
+            server=self.server_id,
+            host=socket.gethostname(),
+            started=started,
+            finished=finished,
+            seconds=finished - started,
+        )
+
+        def write() -> None:
+            # Sidecar first, Parquet last: the Parquet file is what marks the chunk as done.
+            write_json_atomic(outputs["stats"], stats)
+            write_chunk(table, outputs["parquet"])
+
+        await asyncio.to_thread(write)
+        log.info(
+            "chunk %s: %d rows (%d failed) in %.2f s",
+            spec["chunk"],
+            stats["rows"],
+            stats["rows_failed"],
+            stats["seconds"],
+        )
+        return {k: stats[k] for k in ("rows", "rows_failed", "seconds")}
+
+
+def serve(config: dict[str, Any], server_id: str, service_file: str, engine_log: str) -> int:
+    """Run the serve job's process; returns its exit code."""
+    driver = Driver(config, server_id, service_file, engine_log)
+    return asyncio.run(driver.run())

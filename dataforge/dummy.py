@@ -1,0 +1,173 @@
+"""A deterministic OpenAI-compatible chat server on loopback, for tests and benchmarks.
+
+`python -m dataforge.dummy --port 8000 [--latency-s 0.2] [--faults '{"http_500": 0.05}']`
+
+The completion echoes the start of the last message, so tests can check that every output row
+got the answer to its own prompt. Token counts are word counts; the completion length is
+derived from a hash of the request (1 to `max_tokens`) unless fixed. Injected faults hit a
+request the first time it is seen and never on its retry, so a correct client always recovers;
+a request containing `--reject-marker` always gets HTTP 400.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import signal
+from typing import Any
+
+from aiohttp import web
+
+FAULT_KINDS = ("http_500", "timeout", "reset", "malformed")
+
+
+class DummyEngine:
+    """Request handling state: options and the set of requests already seen (for faults)."""
+
+    def __init__(
+        self,
+        latency_s: float = 0.0,
+        completion_tokens: int | None = None,
+        reject_marker: str | None = None,
+        faults: dict[str, float] | None = None,
+    ) -> None:
+        self.latency_s = latency_s
+        self.completion_tokens = completion_tokens
+        self.reject_marker = reject_marker
+        self.faults = {k: float((faults or {}).get(k, 0.0)) for k in FAULT_KINDS}
+        self.seen: set[str] = set()
+        self.counts: dict[str, int] = dict.fromkeys(("requests", *FAULT_KINDS, "rejected"), 0)
+
+    def _fault_for(self, key: str, digest: bytes) -> str | None:
+        """The fault to inject for this request's first attempt, if any."""
+        if key in self.seen:
+            return None
+        self.seen.add(key)
+        u = int.from_bytes(digest[8:16], "big") / 2**64
+        edge = 0.0
+        for kind in FAULT_KINDS:
+            edge += self.faults[kind]
+            if u < edge:
+                return kind
+        return None
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.counts["requests"] += 1
+        try:
+            body = json.loads(raw)
+            messages = body["messages"]
+            max_tokens = int(body.get("max_tokens") or 16)
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": {"message": "malformed request"}}, status=400)
+        digest = hashlib.sha256(raw).digest()
+        text = " ".join(str(m.get("content", "")) for m in messages)
+        if self.reject_marker and self.reject_marker in text:
+            self.counts["rejected"] += 1
+            return web.json_response(
+                {"error": {"message": "prompt rejected by the dummy engine", "code": 400}},
+                status=400,
+            )
+        fault = self._fault_for(digest.hex(), digest)
+        if fault:
+            self.counts[fault] += 1
+        if fault == "timeout":
+            await asyncio.sleep(3600)
+        if fault == "reset":
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if fault == "http_500":
+            return web.json_response({"error": {"message": "injected failure"}}, status=500)
+        if fault == "malformed":
+            return web.Response(body=b'{"choices": [', content_type="application/json")
+        return web.json_response(self.completion(messages, max_tokens, digest))
+
+    def completion(self, messages: list[Any], max_tokens: int, digest: bytes) -> dict[str, Any]:
+        """The deterministic response body for a request."""
+        h = int.from_bytes(digest[:8], "big")
+        n = self.completion_tokens or 1 + h % max_tokens
+        n = min(n, max_tokens)
+        last = str(messages[-1].get("content", "")) if messages else ""
+        words = ["Echo:", *last.split()[:8]]
+        words += [f"w{(h >> (i % 48)) % 97}" for i in range(max(0, n - len(words)))]
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) + 4 for m in messages)
+        return {
+            "id": f"chatcmpl-{digest[:6].hex()}",
+            "object": "chat.completion",
+            "model": "dummy",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": " ".join(words[:n])},
+                    "finish_reason": "length" if n >= max_tokens else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": n,
+                "total_tokens": prompt_tokens + n,
+            },
+        }
+
+
+def make_app(engine: DummyEngine) -> web.Application:
+    """The aiohttp application serving `engine`."""
+    app = web.Application(client_max_size=64 << 20)
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "dummy", "object": "model"}]})
+
+    async def counts(_: web.Request) -> web.Response:
+        return web.json_response(engine.counts)
+
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/counts", counts)
+    app.router.add_post("/v1/chat/completions", engine.chat)
+    return app
+
+
+async def serve(host: str, port: int, engine: DummyEngine) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    runner = web.AppRunner(make_app(engine), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    print(f"dummy engine listening on http://{host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency-s", type=float, default=0.0)
+    parser.add_argument("--completion-tokens", type=int, default=None)
+    parser.add_argument("--reject-marker", default=None)
+    parser.add_argument("--faults", default="{}", help="JSON: fraction per fault kind")
+    args = parser.parse_args(argv)
+    engine = DummyEngine(
+        latency_s=args.latency_s,
+        completion_tokens=args.completion_tokens,
+        reject_marker=args.reject_marker,
+        faults=json.loads(args.faults),
+    )
+    asyncio.run(serve(args.host, args.port, engine))
+
+
+if __name__ == "__main__":
+    main()

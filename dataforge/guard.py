@@ -1,0 +1,85 @@
+"""Run an engine in its own process group and make sure the whole group dies with its owner.
+
+`python -m dataforge.guard [--grace-s 15] -- CMD ...`
+
+The guard starts CMD in a new session and watches its own standard input, a pipe held by the
+process that started it (the serve job). When that pipe closes, however the owner ended (normal
+stop, SIGTERM, kill -9 of the whole Snakemake process group), or when the guard gets SIGTERM,
+SIGINT or SIGHUP, it sends SIGTERM to the engine's process group, waits `--grace-s`, then
+SIGKILLs what is left. vLLM starts child processes and ignores a SIGTERM during start-up, so
+signalling one PID is not enough. The guard itself runs in a session of its own so that a signal
+to Snakemake's process group does not kill it before it has cleaned up. It exits with the
+engine's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+
+def _kill_group(pgid: int, grace_s: float, proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        proc.poll()
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the engine's exit code."""
+    parser = argparse.ArgumentParser(description="Run CMD in its own process group, reaped.")
+    parser.add_argument("--grace-s", type=float, default=15.0)
+    parser.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        parser.error("no command given")
+
+    stop = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, request_stop)
+
+    proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL)
+    stdin = sys.stdin.fileno()
+    watch_stdin = True
+    while not stop:
+        code = proc.poll()
+        if code is not None:
+            # The engine ended by itself; take any children it left behind with it.
+            _kill_group(proc.pid, 0.5, proc)
+            return code
+        if watch_stdin:
+            try:
+                ready, _, _ = select.select([stdin], [], [], 0.2)
+            except InterruptedError:
+                continue
+            if ready and not os.read(stdin, 4096):
+                break  # the owner is gone (or asked us to stop by closing the pipe)
+        else:
+            time.sleep(0.2)
+    _kill_group(proc.pid, args.grace_s, proc)
+    return proc.returncode if proc.returncode is not None else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

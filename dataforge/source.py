@@ -1,0 +1,333 @@
+"""The input dataset: resolve it, describe it for the plan, and read a row range of it.
+
+A source is described by a plain dict (stored in `plan.json`) so that every chunk reads exactly
+the rows the plan counted. Rows are read by range without loading the dataset: Parquet through
+its row-group index, Arrow IPC files (the `datasets` cache) through memory maps. JSONL and CSV
+cannot be read by range, so the plan converts them once into a Parquet file beside the results.
+"""
+
+from __future__ import annotations
+
+import bisect
+import glob
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataforge.atomic import write_atomic
+from dataforge.errors import InputError
+
+FORMATS = {
+    ".parquet": "parquet",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".json": "json",
+    ".csv": "csv",
+}
+OUTPUT_COLUMNS = ("row", "generations", "error")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_DIGEST_BYTES = 1 << 20
+
+
+def file_digest(path: str | Path) -> str:
+    """A cheap content fingerprint: size plus the first and last MiB (sha256)."""
+    h = hashlib.sha256()
+    size = os.path.getsize(path)
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(_DIGEST_BYTES))
+        if size > 2 * _DIGEST_BYTES:
+            f.seek(size - _DIGEST_BYTES)
+        h.update(f.read(_DIGEST_BYTES))
+    return h.hexdigest()
+
+
+def _format_of(path: str) -> str | None:
+    name = path.lower()
+    return next((fmt for ext, fmt in FORMATS.items() if name.endswith(ext)), None)
+
+
+def resolve_local_files(dataset: str, search_dirs: list[Path]) -> list[Path] | None:
+    """Local files for `dataset`, or None when it names a Hub dataset.
+
+    Relative paths and globs are tried in each of `search_dirs` in turn.
+
+    Raises:
+        InputError: when it looks like a local path but nothing matches.
+    """
+    is_glob = any(c in dataset for c in "*?[")
+    looks_local = (
+        is_glob
+        or _format_of(dataset) is not None
+        or dataset.startswith((".", "/", "~"))
+        or not _HUB_ID.match(dataset)
+    )
+    expanded = os.path.expanduser(dataset)
+    bases = [Path()] if os.path.isabs(expanded) else search_dirs
+    for base in bases:
+        pattern = str(base / expanded)
+        matches = sorted(glob.glob(pattern)) if is_glob else [pattern]
+        files = [Path(m).resolve() for m in matches if os.path.isfile(m)]
+        if files:
+            return files
+        if not is_glob and os.path.isdir(pattern):
+            files = sorted(
+                p.resolve() for p in Path(pattern).rglob("*") if p.is_file() and _format_of(p.name)
+            )
+            if files:
+                return files
+    if looks_local:
+        where = ", ".join(str(b) for b in bases)
+        raise InputError(f"input.dataset: no file matches {dataset!r} (looked in {where})")
+    return None
+
+
+def _check_same_format(files: list[Path]) -> str:
+    formats = {_format_of(str(f)) for f in files}
+    if None in formats:
+        bad = next(f for f in files if _format_of(str(f)) is None)
+        raise InputError(
+            f"input.dataset: {bad} is not a supported file type (use .parquet, .jsonl or .csv)"
+        )
+    if len(formats) > 1:
+        raise InputError(f"input.dataset: files of several types match: {sorted(formats)}")
+    return formats.pop()
+
+
+def describe_local(files: list[Path], prepared_dir: Path, row_group_rows: int) -> dict[str, Any]:
+    """Describe local input files; JSONL and CSV are converted once to Parquet in `prepared_dir`."""
+    fmt = _check_same_format(files)
+    originals = [{"path": str(f), "digest": file_digest(f)} for f in files]
+    if fmt == "parquet":
+        readable = files
+    else:
+        key = hashlib.sha256(json.dumps(originals).encode()).hexdigest()[:16]
+        target = prepared_dir / f"input-{key}.parquet"
+        if not target.exists():
+            _convert_to_parquet(files, fmt, target, row_group_rows)
+        readable = [target]
+    entries = []
+    schema = None
+    for f in readable:
+        try:
+            meta = pq.read_metadata(f)
+            file_schema = pq.read_schema(f).remove_metadata()
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InputError(f"input.dataset: cannot read {f}: {e}") from None
+        if schema is None:
+            schema = file_schema
+        elif not file_schema.equals(schema):
+            raise InputError(
+                f"input.dataset: {f} has other columns or types than {readable[0]}; "
+                "all input files must share one schema"
+            )
+        entries.append({"path": str(f), "rows": meta.num_rows})
+    return {
+        "kind": "local",
+        "format": "parquet",
+        "originals": originals,
+        "files": entries,
+        "fingerprint": hashlib.sha256(
+            json.dumps([o["digest"] for o in originals]).encode()
+        ).hexdigest(),
+    }
+
+
+def _open_text_reader(path: Path, fmt: str) -> pa.RecordBatchReader:
+    if fmt == "json":
+        import pyarrow.json as pajson
+
+        return pajson.open_json(path, read_options=pajson.ReadOptions(block_size=16 << 20))
+    import pyarrow.csv as pacsv
+
+    return pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=16 << 20))
+
+
+def _convert_to_parquet(files: list[Path], fmt: str, target: Path, row_group_rows: int) -> None:
+    """Stream JSONL/CSV files into one Parquet file, batch by batch (bounded memory)."""
+
+    def write(tmp: Path) -> None:
+        writer = None
+        try:
+            for f in files:
+                try:
+                    reader = _open_text_reader(f, fmt)
+                    for batch in reader:
+                        if writer is None:
+                            writer = pq.ParquetWriter(tmp, batch.schema)
+                        elif not batch.schema.equals(writer.schema):
+                            raise InputError(
+                                f"input.dataset: {f} has other columns or types than {files[0]}"
+                            )
+                        writer.write_batch(batch, row_group_size=row_group_rows)
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                    raise InputError(f"input.dataset: cannot read {f}: {e}") from None
+            if writer is None:
+                raise InputError(f"input.dataset: {files[0]} holds no rows")
+        finally:
+            if writer is not None:
+                writer.close()
+
+    write_atomic(target, write)
+
+
+def describe_hub(dataset: str, config: str | None, split: str, revision: str | None) -> dict:
+    """Resolve a Hub dataset to a commit, prepare it once with `datasets`, describe its files."""
+    try:
+        import datasets
+        from huggingface_hub import HfApi
+    except ImportError as e:  # pragma: no cover - both are dependencies
+        raise InputError(f"input.dataset: Hub datasets need `datasets`: {e}") from None
+    try:
+        sha = HfApi().dataset_info(dataset, revision=revision).sha
+        ds = datasets.load_dataset(dataset, config, split=split, revision=sha)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"input.dataset: cannot load {dataset!r} from the Hub: {first}") from None
+    entries = []
+    for cache in ds.cache_files:
+        path = cache["filename"]
+        with pa.memory_map(path) as source:
+            rows = sum(b.num_rows for b in pa.ipc.open_stream(source))
+        entries.append({"path": path, "rows": rows})
+    identity = {"dataset": dataset, "config": config, "split": split, "revision": sha}
+    return {
+        "kind": "hub",
+        "format": "arrow",
+        **identity,
+        "requested_revision": revision,
+        "files": entries,
+        "fingerprint": hashlib.sha256(json.dumps(identity).encode()).hexdigest(),
+    }
+
+
+def source_schema(source: dict[str, Any]) -> pa.Schema:
+    """The Arrow schema of the source rows (without file metadata)."""
+    first = source["files"][0]["path"]
+    if source["format"] == "parquet":
+        return pq.read_schema(first).remove_metadata()
+    with pa.memory_map(first) as f:
+        return pa.ipc.open_stream(f).schema.remove_metadata()
+
+
+def prompt_kind(schema: pa.Schema, column: str) -> str:
+    """'text' or 'messages', from the type of the prompt column.
+
+    Raises:
+        InputError: naming the column when it is missing or of another type.
+    """
+    if column not in schema.names:
+        raise InputError(
+            f"input.prompt_column: column {column!r} not found; the input has "
+            f"{', '.join(schema.names)}"
+        )
+    t = schema.field(column).type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "text"
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_struct(t.value_type):
+        names = {t.value_type.field(i).name for i in range(t.value_type.num_fields)}
+        if {"role", "content"} <= names:
+            return "messages"
+    raise InputError(
+        f"input.prompt_column: column {column!r} has type {t}; expected a string or a list of "
+        "{role, content} messages"
+    )
+
+
+def check_output_columns(schema: pa.Schema) -> None:
+    """Input columns must not collide with the columns dataforge adds."""
+    clash = [c for c in OUTPUT_COLUMNS if c in schema.names]
+    if clash:
+        raise InputError(
+            f"input.dataset: column {clash[0]!r} is reserved for dataforge's output "
+            f"({', '.join(OUTPUT_COLUMNS)}); rename it in the input"
+        )
+
+
+class RowReader:
+    """Reads global row ranges from a described source; keeps file handles open for reuse."""
+
+    def __init__(self, source: dict[str, Any]) -> None:
+        self.source = source
+        self.offsets = [0]
+        for f in source["files"]:
+            self.offsets.append(self.offsets[-1] + f["rows"])
+        self._parquet: dict[str, tuple[pq.ParquetFile, list[int]]] = {}
+        self._arrow: dict[str, list[pa.RecordBatch]] = {}
+
+    def check_unchanged(self) -> None:
+        """Fail if a local input file changed since the plan was made."""
+        for original in self.source.get("originals", []):
+            path = original["path"]
+            if not os.path.exists(path) or file_digest(path) != original["digest"]:
+                raise InputError(
+                    f"input.dataset: {path} changed or vanished since the plan was made; "
+                    "restore it, or delete results/plan.json and the chunks to start over"
+                )
+
+    def read(self, start: int, end: int) -> pa.Table:
+        """Rows [start, end) as one table."""
+        pieces = []
+        first = bisect.bisect_right(self.offsets, start) - 1
+        for i in range(max(first, 0), len(self.source["files"])):
+            lo, hi = self.offsets[i], self.offsets[i + 1]
+            if lo >= end:
+                break
+            a, b = max(start, lo) - lo, min(end, hi) - lo
+            if b > a:
+                pieces.append(self._read_file(i, a, b))
+        if not pieces:
+            return source_schema(self.source).empty_table()
+        table = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+        return table.replace_schema_metadata(None)
+
+    def _read_file(self, i: int, start: int, end: int) -> pa.Table:
+        path = self.source["files"][i]["path"]
+        if self.source["format"] == "parquet":
+            return self._read_parquet(path, start, end)
+        return self._read_arrow(path, start, end)
+
+    def _read_parquet(self, path: str, start: int, end: int) -> pa.Table:
+        if path not in self._parquet:
+            pf = pq.ParquetFile(path, memory_map=True)
+            starts = [0]
+            for g in range(pf.metadata.num_row_groups):
+                starts.append(starts[-1] + pf.metadata.row_group(g).num_rows)
+            self._parquet[path] = (pf, starts)
+        pf, starts = self._parquet[path]
+        g0 = bisect.bisect_right(starts, start) - 1
+        g1 = bisect.bisect_left(starts, end)
+        groups = list(range(g0, min(g1, pf.metadata.num_row_groups)))
+        batches, pos = [], starts[g0]
+        # Stream the overlapping row groups in batches: memory stays bounded by the batch size
+        # even when a row group is much larger than a chunk.
+        for batch in pf.iter_batches(batch_size=8192, row_groups=groups, use_threads=False):
+            b0, b1 = pos, pos + batch.num_rows
+            pos = b1
+            if b1 <= start:
+                continue
+            batches.append(batch.slice(max(start - b0, 0), min(end, b1) - max(start, b0)))
+            if b1 >= end:
+                break
+        return pa.Table.from_batches(batches, schema=pf.schema_arrow)
+
+    def _read_arrow(self, path: str, start: int, end: int) -> pa.Table:
+        if path not in self._arrow:
+            source = pa.memory_map(path)  # zero-copy: batches point into the mapping
+            self._arrow[path] = list(pa.ipc.open_stream(source))
+        batches, pos = [], 0
+        for batch in self._arrow[path]:
+            b0, b1 = pos, pos + batch.num_rows
+            pos = b1
+            if b1 <= start:
+                continue
+            if b0 >= end:
+                break
+            batches.append(batch.slice(max(start - b0, 0), min(end, b1) - max(start, b0)))
+        return pa.Table.from_batches(batches, schema=self._arrow[path][0].schema)

@@ -1,0 +1,18 @@
+# A service: Snakemake runs it together with the chunk jobs that take its file as input (one
+# Slurm job per group with the Slurm executor) and stops it with SIGTERM when they are all done.
+# - `exec`, so that SIGTERM reaches the server itself and not a forked shell.
+# - No params: a params change would schedule the service again without any consumer, and a
+#   service nobody consumes is never stopped (the run hangs). The server reads the engine
+#   settings from results/.serve/config.json, which the main process writes from the validated
+#   config; they do not change what a chunk contains.
+rule serve_model:
+    """Start the engine for one group of chunks and generate them as they ask."""
+    output:
+        service=service("results/.serve/server-{server}.json"),
+    log:
+        main="logs/serve_model/{server}.log",
+        engine="logs/serve_model/{server}.engine.log",
+    threads: 1
+    shell:
+        "exec $DATAFORGE_PYTHON -m dataforge.serve_job --server {wildcards.server}"
+        " --service-file {output.service:q} --log {log.main:q} --engine-log {log.engine:q}"
