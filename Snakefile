@@ -22,5 +22,8 @@ rule all:
     """The synthetic dataset: chunk files, stats.json and the dataset card."""
     default_target: True
     input:
+        # The chunk files are listed here too: a deleted chunk then reruns even though the
+        # files made from it (stats, card) still exist.
+        get_chunk_files("results/data/chunk-{chunk}.parquet"),
         "results/stats.json",
         "results/README.md",

@@ -128,20 +128,28 @@ class EngineClient:
         if self._session is not None:
             await self._session.close()
 
-    async def chat(self, payload: dict[str, Any]) -> Generation:
-        """Send one request with retries; raise `RequestFailed` or `EngineDead` on failure."""
+    async def chat(self, payload: dict[str, Any], counts: Counter[str] | None = None) -> Generation:
+        """Send one request with retries; raise `RequestFailed` or `EngineDead` on failure.
+
+        Attempts and retries are counted in `self.counts` and, if given, in `counts` (the
+        caller's own tally, e.g. per chunk).
+        """
         body = json.dumps(payload, ensure_ascii=False).encode()
+        tallies = (self.counts,) if counts is None else (self.counts, counts)
         async with self.semaphore:
             self.in_flight += 1
             try:
-                return await self._chat_with_retries(body)
+                return await self._chat_with_retries(body, tallies)
             finally:
                 self.in_flight -= 1
 
-    async def _chat_with_retries(self, body: bytes) -> Generation:
+    async def _chat_with_retries(
+        self, body: bytes, tallies: tuple[Counter[str], ...]
+    ) -> Generation:
         assert self._session is not None, "use EngineClient as an async context manager"
         for attempt in range(self.max_retries + 1):
-            self.counts["requests"] += 1
+            for t in tallies:
+                t["requests"] += 1
             try:
                 return await self._attempt(body)
             except _Retryable as e:
@@ -152,8 +160,9 @@ class EngineClient:
                     raise RequestFailed(
                         e.kind, f"{e} (gave up after {attempts} attempts)"
                     ) from None
-                self.counts["retries"] += 1
-                self.counts[f"retry_{e.kind}"] += 1
+                for t in tallies:
+                    t["retries"] += 1
+                    t[f"retry_{e.kind}"] += 1
                 await asyncio.sleep(backoff_delay(attempt, self.backoff_base_s, e.retry_after))
         raise AssertionError("unreachable")
 

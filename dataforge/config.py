@@ -56,6 +56,23 @@ def _fill_defaults(schema: dict[str, Any], instance: dict[str, Any]) -> None:
             _fill_defaults(sub, instance[name])
 
 
+def _coerce_strings(schema: dict[str, Any], instance: dict[str, Any]) -> None:
+    """Turn command-line strings into the schema's scalar types.
+
+    `--config engine='{max_retries: 3}'` reaches the workflow with "3" as a string.
+    """
+    for name, sub in schema.get("properties", {}).items():
+        value = instance.get(name)
+        types = sub.get("type")
+        types = [types] if isinstance(types, str) else (types or [])
+        if isinstance(value, dict) and "object" in types:
+            _coerce_strings(sub, value)
+        elif isinstance(value, str) and "string" not in types:
+            parsed = yaml.safe_load(value)
+            if not isinstance(parsed, (dict, list, str)):
+                instance[name] = parsed
+
+
 def validate_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     """Validate `config` in place, fill defaults, and run the checks the schema cannot express.
 
@@ -64,6 +81,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str,
     """
     if not isinstance(config, dict):
         raise ConfigError("config: the configuration must be a mapping")
+    _coerce_strings(schema, config)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
     if errors:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -296,7 +297,7 @@ class Driver:
         gen = spec["generation"]
         generations: list[list[dict[str, Any]]] = [[] for _ in prompts]
         errors: list[str | None] = [None] * len(prompts)
-        counts_before = dict(self.client.counts)
+        counts: Counter[str] = Counter()
 
         async def one_row(i: int) -> None:
             try:
@@ -317,7 +318,8 @@ class Driver:
                             gen["model"],
                             sampling,
                             request_seed(sampling["seed"], start + i, r, rollouts),
-                        )
+                        ),
+                        counts,
                     )
                     for r in range(rollouts)
                 ),
@@ -343,11 +345,6 @@ class Driver:
             raise
         if not self.engine_alive():
             raise EngineDead(f"engine exited during chunk {spec['chunk']}; see {self.engine_log}")
-        counts = {
-            k: v - counts_before.get(k, 0)
-            for k, v in self.client.counts.items()
-            if v - counts_before.get(k, 0)
-        }
         record = planlib.chunk_metadata(plan, index)
         table = build_chunk_table(rows, start, generations, errors, record)
         stats = chunk_stats(generations, errors, counts)

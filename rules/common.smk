@@ -5,6 +5,8 @@ import os
 import sys
 from pathlib import Path
 
+from snakemake.io import IOFile
+
 from dataforge import plan as planlib
 from dataforge import workflow as dfw
 from dataforge.errors import DataforgeError
@@ -42,24 +44,31 @@ def get_chunk_files(pattern):
     """Input function factory: `pattern` expanded for every chunk of the plan."""
 
     def inner(wildcards):
-        plan = get_plan()
-        if workflow.is_main_process:
-            # The chunk jobs take their server's service file as ancient() input, which keeps
-            # a rerun of one chunk from rerunning its whole group; Snakemake honours ancient()
-            # only for files that exist when the DAG is built, hence these empty placeholders
-            # (the serve job overwrites its own). See the README's "How it works".
-            dfw.ensure_placeholders(
-                [service_file(s) for s in dfw.server_ids(plan, config)]
-            )
-            dfw.write_serve_config(SERVE_CONFIG, config)
-        return expand(pattern, chunk=planlib.chunk_ids(plan))
+        return expand(pattern, chunk=planlib.chunk_ids(get_plan()))
 
     return inner
 
 
+_prepared_services = set()
+
+
 def get_service_file(wildcards):
-    """The chunk's server's service file, as ancient() (see get_chunk_files)."""
-    return ancient(service_file(dfw.server_of(wildcards.chunk, config)))
+    """The chunk's server's service file, as ancient() input of the chunk job.
+
+    ancient() keeps a rerun of one chunk from rerunning its whole group, but Snakemake honours
+    it only for files that exist when the DAG is built: hence an empty placeholder (the serve
+    job overwrites it). The service's metadata record is dropped so that no params or code
+    change can schedule a server without chunks, which would never be stopped. Main process
+    only; see the README's "How it works".
+    """
+    path = service_file(dfw.server_of(wildcards.chunk, config))
+    if workflow.is_main_process and path not in _prepared_services:
+        if not _prepared_services:
+            dfw.write_serve_config(SERVE_CONFIG, config)
+        _prepared_services.add(path)
+        dfw.ensure_placeholders([path])
+        workflow.persistence.cleanup_metadata(IOFile(path))
+    return ancient(path)
 
 
 def get_chunk_spec(wildcards):
