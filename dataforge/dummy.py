@@ -93,8 +93,9 @@ class DummyEngine:
         n = self.completion_tokens or 1 + h % max_tokens
         n = min(n, max_tokens)
         last = str(messages[-1].get("content", "")) if messages else ""
-        words = ["Echo:", *last.split()[:8]]
-        words += [f"w{(h >> (i % 48)) % 97}" for i in range(max(0, n - len(words)))]
+        # The echo of the prompt is always there (not counted as tokens); then n filler words.
+        words = ["Echo:", *last.split()[:8], "|"]
+        words += [f"w{(h >> (i % 48)) % 97}" for i in range(n)]
         prompt_tokens = sum(len(str(m.get("content", "")).split()) + 4 for m in messages)
         return {
             "id": f"chatcmpl-{digest[:6].hex()}",
@@ -103,7 +104,7 @@ class DummyEngine:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": " ".join(words[:n])},
+                    "message": {"role": "assistant", "content": " ".join(words)},
                     "finish_reason": "length" if n >= max_tokens else "stop",
                 }
             ],

@@ -11,10 +11,17 @@ from dataforge import plan as planlib
 from dataforge import workflow as dfw
 from dataforge.errors import DataforgeError
 
+
+def stop_with(error):
+    """Stop the run with dataforge's one-line message (before any job, or at DAG time)."""
+    print(f"dataforge: {error}", file=sys.stderr)
+    sys.exit(1)
+
+
 try:
     dfw.check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
 except DataforgeError as e:
-    sys.exit(f"dataforge: {e}")
+    stop_with(e)
 
 # The interpreter running Snakemake (the workflow's venv) runs the serve jobs too.
 os.environ.setdefault("DATAFORGE_PYTHON", sys.executable)
@@ -31,7 +38,7 @@ def get_plan():
     try:
         dfw.check_plan_against_config(plan, config)
     except DataforgeError as e:
-        sys.exit(f"dataforge: {e}")
+        stop_with(e)
     return plan
 
 
