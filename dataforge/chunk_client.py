@@ -8,10 +8,10 @@ token from the file. It fails fast when that process dies, and when the engine f
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
+import resource
 import socket
 import time
 import urllib.parse
@@ -45,15 +45,34 @@ def _read_service(path: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and "url" in info else None
 
 
-def _get_json(url: str, timeout: float) -> dict[str, Any]:
+def _open(url: str, method: str, path: str, body: bytes = b"", timeout: float | None = None):
+    """Send an HTTP/1.0 request; return (status, file positioned at the body).
+
+    HTTP/1.0 keeps the server from using chunked encoding: the body is the raw stream up to
+    the end of the connection. A raw socket instead of `http.client` saves ~20 ms of imports
+    in a job that does little else.
+    """
     parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        conn.request("GET", parts.path)
-        resp = conn.getresponse()
-        return json.loads(resp.read())
-    finally:
-        conn.close()
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+    head = (
+        f"{method} {path} HTTP/1.0\r\nHost: {parts.hostname}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body)
+    stream = sock.makefile("rb")
+    sock.close()  # the file keeps the connection open
+    status_line = stream.readline().split()
+    if len(status_line) < 2:
+        raise ConnectionError("empty response")
+    while stream.readline() not in (b"\r\n", b"\n", b""):
+        pass
+    return int(status_line[1]), stream
+
+
+def _get_json(url: str, timeout: float) -> dict[str, Any]:
+    _, stream = _open(url, "GET", "/health", timeout=timeout)
+    with stream:
+        return json.loads(stream.read())
 
 
 def wait_for_server(service_file: str | Path, file_timeout_s: float = FILE_TIMEOUT_S) -> str:
@@ -104,30 +123,22 @@ def wait_for_server(service_file: str | Path, file_timeout_s: float = FILE_TIMEO
 
 def request_chunk(url: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST the chunk request and follow its progress lines until the result line."""
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port)
     try:
-        conn.request(
-            "POST", "/chunk", body=json.dumps(body), headers={"Content-Type": "application/json"}
-        )
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise ChunkJobError(f"server answered HTTP {resp.status}: {resp.read()[:300]!r}")
-        last_log = 0.0
-        while True:
-            line = resp.readline()
-            if not line:
-                raise ChunkJobError("the server closed the connection before the chunk finished")
-            msg = json.loads(line)
-            if "ok" in msg:
-                return msg
-            if time.monotonic() - last_log > 10:
-                log.info("progress: %d/%d rows", msg["done"], msg["rows"])
-                last_log = time.monotonic()
-    except (ConnectionError, http.client.HTTPException) as e:
+        status, stream = _open(url, "POST", "/chunk", json.dumps(body).encode())
+        with stream:
+            if status != 200:
+                raise ChunkJobError(f"server answered HTTP {status}: {stream.read(300)!r}")
+            last_log = time.monotonic()
+            for line in stream:
+                msg = json.loads(line)
+                if "ok" in msg:
+                    return msg
+                if time.monotonic() - last_log > 10:
+                    log.info("progress: %d/%d rows", msg["done"], msg["rows"])
+                    last_log = time.monotonic()
+    except (OSError, ValueError) as e:
         raise ChunkJobError(f"lost the server: {type(e).__name__}: {e}") from None
-    finally:
-        conn.close()
+    raise ChunkJobError("the server closed the connection before the chunk finished")
 
 
 def run_chunk(
@@ -153,3 +164,41 @@ def run_chunk(
     if not result["ok"]:
         raise ChunkJobError(result["error"])
     return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the chunk job (rule generate_chunk)."""
+    import argparse
+
+    from dataforge.logs import run_logged
+
+    parser = argparse.ArgumentParser(description="Generate one chunk through its server.")
+    parser.add_argument("--spec", required=True, help="the chunk's JSON spec")
+    parser.add_argument("--service-file", required=True)
+    parser.add_argument("--plan", required=True)
+    parser.add_argument("--parquet", required=True)
+    parser.add_argument("--stats", required=True)
+    parser.add_argument("--log", required=True)
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        result = run_chunk(
+            service_file=args.service_file,
+            plan=args.plan,
+            spec=json.loads(args.spec),
+            parquet=args.parquet,
+            stats=args.stats,
+        )
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        log.info(
+            "done: %d rows (%d failed); this job used %.3f s CPU",
+            result["rows"],
+            result["rows_failed"],
+            usage.ru_utime + usage.ru_stime,
+        )
+
+    run_logged(args.log, run)
+
+
+if __name__ == "__main__":
+    main()

@@ -18,17 +18,19 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pyarrow as pa
 from aiohttp import web
 
 from dataforge import plan as planlib
@@ -52,13 +54,18 @@ class Driver:
     """State of one serve job: engine process, client, readers, chunks in progress."""
 
     def __init__(
-        self, config: dict[str, Any], server_id: str, service_file: str, engine_log: str
+        self,
+        config: dict[str, Any],
+        server_id: str,
+        sock: socket.socket,
+        token: str,
+        engine_log: str,
     ) -> None:
         self.config = config
         self.server_id = server_id
-        self.service_file = Path(service_file)
+        self.sock = sock
         self.engine_log = engine_log
-        self.token = uuid.uuid4().hex
+        self.token = token
         self.state = "starting"
         self.error: str | None = None
         self.ready = asyncio.Event()
@@ -67,6 +74,7 @@ class Driver:
         self.guard: subprocess.Popen | None = None
         self.client: EngineClient | None = None
         self.readers: dict[str, RowReader] = {}
+        self.read_lock = threading.Lock()
         self.chunks_done = 0
         self.chunks_active: set[str] = set()
         self.started = time.time()
@@ -81,13 +89,13 @@ class Driver:
         app = web.Application(client_max_size=16 << 20)
         app.router.add_get("/health", self.handle_health)
         app.router.add_post("/chunk", self.handle_chunk)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0
+        )
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.write_service_file(f"http://127.0.0.1:{port}")
-        log.info("server %s: service on 127.0.0.1:%d (pid %d)", self.server_id, port, os.getpid())
+        await web.SockSite(runner, self.sock).start()
+        host, port = self.sock.getsockname()
+        log.info("server %s: service on %s:%d (pid %d)", self.server_id, host, port, os.getpid())
         code = 0
         try:
             self.spec = engine_spec(self.config)
@@ -112,32 +120,19 @@ class Driver:
             self.fail(str(e))
             code = 1
         finally:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
             log.info(
-                "server %s: stopping after %d chunks (%.1f s)",
+                "server %s: stopping after %d chunks (%.1f s, %.2f s CPU)",
                 self.server_id,
                 self.chunks_done,
                 time.time() - self.started,
+                usage.ru_utime + usage.ru_stime,
             )
             if self.client is not None:
                 await self.client.__aexit__(None, None, None)
             await runner.cleanup()
             await asyncio.to_thread(self.stop_engine)
         return code
-
-    def write_service_file(self, url: str) -> None:
-        """Publish the address at once: chunk jobs only wait a few seconds for this file."""
-        write_json_atomic(
-            self.service_file,
-            {
-                "url": url,
-                "pid": os.getpid(),
-                "ppid": os.getppid(),
-                "host": socket.gethostname(),
-                "server": self.server_id,
-                "token": self.token,
-                "startup_timeout_s": self.config["engine"]["startup_timeout_s"],
-            },
-        )
 
     def fail(self, message: str) -> None:
         if self.state != "failed":
@@ -267,13 +262,19 @@ class Driver:
 
     # -- generation ----------------------------------------------------------------------------
 
-    def reader_for(self, plan: dict[str, Any]) -> RowReader:
-        key = plan["fingerprint"]
-        if key not in self.readers:
-            reader = RowReader(plan["source"])
-            reader.check_unchanged()
-            self.readers[key] = reader
-        return self.readers[key]
+    def read_rows(self, plan: dict[str, Any], start: int, end: int) -> pa.Table:
+        """Rows [start, end) of the plan's input (runs in a worker thread).
+
+        One reader per input, opened once per server; reads are serialised because pyarrow's
+        ParquetFile is not safe to iterate from several threads at once (seen to crash).
+        """
+        with self.read_lock:
+            key = plan["fingerprint"]
+            if key not in self.readers:
+                reader = RowReader(plan["source"])
+                reader.check_unchanged()
+                self.readers[key] = reader
+            return self.readers[key].read(start, end)
 
     async def generate_chunk(self, body: dict[str, Any], progress: dict[str, int]) -> dict:
         """Generate one chunk and write its Parquet file and stats sidecar atomically."""
@@ -290,8 +291,7 @@ class Driver:
                 f"chunk {spec['chunk']}: rows {spec['start']}-{spec['end']} disagree with "
                 f"{body['plan']} (rows {start}-{end}); the plan changed during the run"
             )
-        reader = await asyncio.to_thread(self.reader_for, plan)
-        rows = await asyncio.to_thread(reader.read, start, end)
+        rows = await asyncio.to_thread(self.read_rows, plan, start, end)
         prompts = rows.column(plan["input"]["prompt_column"]).to_pylist()
         progress["rows"] = len(prompts)
         gen = spec["generation"]
@@ -310,21 +310,25 @@ class Driver:
                 return
             sampling = gen["sampling"]
             rollouts = sampling["rollouts"]
-            results = await asyncio.gather(
-                *(
-                    self.client.chat(
-                        build_payload(
-                            messages,
-                            gen["model"],
-                            sampling,
-                            request_seed(sampling["seed"], start + i, r, rollouts),
-                        ),
-                        counts,
-                    )
-                    for r in range(rollouts)
-                ),
-                return_exceptions=True,
-            )
+            requests = [
+                self.client.chat(
+                    build_payload(
+                        messages,
+                        gen["model"],
+                        sampling,
+                        request_seed(sampling["seed"], start + i, r, rollouts),
+                    ),
+                    counts,
+                )
+                for r in range(rollouts)
+            ]
+            if rollouts == 1:  # the common case, without a task per request
+                try:
+                    results = [await requests[0]]
+                except RequestFailed as e:
+                    results = [e]
+            else:
+                results = await asyncio.gather(*requests, return_exceptions=True)
             for res in results:
                 if isinstance(res, EngineDead):
                     raise res
@@ -346,7 +350,6 @@ class Driver:
         if not self.engine_alive():
             raise EngineDead(f"engine exited during chunk {spec['chunk']}; see {self.engine_log}")
         record = planlib.chunk_metadata(plan, index)
-        table = build_chunk_table(rows, start, generations, errors, record)
         stats = chunk_stats(generations, errors, counts)
         finished = time.time()
         stats.update(
@@ -361,6 +364,7 @@ class Driver:
         )
 
         def write() -> None:
+            table = build_chunk_table(rows, start, generations, errors, record)
             # Sidecar first, Parquet last: the Parquet file is what marks the chunk as done.
             write_json_atomic(outputs["stats"], stats)
             write_chunk(table, outputs["parquet"])
@@ -376,7 +380,9 @@ class Driver:
         return {k: stats[k] for k in ("rows", "rows_failed", "seconds")}
 
 
-def serve(config: dict[str, Any], server_id: str, service_file: str, engine_log: str) -> int:
-    """Run the serve job's process; returns its exit code."""
-    driver = Driver(config, server_id, service_file, engine_log)
+def serve(
+    config: dict[str, Any], server_id: str, sock: socket.socket, token: str, engine_log: str
+) -> int:
+    """Run the serve job's process on the bound socket `sock`; returns its exit code."""
+    driver = Driver(config, server_id, sock, token, engine_log)
     return asyncio.run(driver.run())

@@ -138,15 +138,16 @@ def make_app(engine: DummyEngine) -> web.Application:
 
 async def serve(host: str, port: int, engine: DummyEngine) -> None:
     """Serve until SIGTERM or SIGINT."""
-    runner = web.AppRunner(make_app(engine), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
-    print(f"dummy engine listening on http://{host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Do not wait for requests stuck in an injected timeout when stopping.
+    runner = web.AppRunner(make_app(engine), access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    print(f"dummy engine listening on http://{host}:{port}", flush=True)
     await stop.wait()
     await runner.cleanup()
 

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if code is not None:
             # The engine ended by itself; take any children it left behind with it.
             _kill_group(proc.pid, 0.5, proc)
-            return code
+            return 128 - code if code < 0 else code
         if watch_stdin:
             try:
                 ready, _, _ = select.select([stdin], [], [], 0.2)
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             time.sleep(0.2)
     _kill_group(proc.pid, args.grace_s, proc)
-    return proc.returncode if proc.returncode is not None else 0
+    code = proc.returncode or 0
+    return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as shells report
 
 
 if __name__ == "__main__":

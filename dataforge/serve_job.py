@@ -10,11 +10,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
+import uuid
 from pathlib import Path
+from typing import Any
 
 from dataforge.logs import run_logged
 
 CONFIG_NAME = "config.json"
+
+
+def write_service_file(
+    path: str, server: str, sock: socket.socket, token: str, config: dict[str, Any]
+) -> None:
+    """Publish the server's address, identity and start-up deadline (atomically)."""
+    from dataforge.atomic import write_json_atomic
+
+    host, port = sock.getsockname()
+    write_json_atomic(
+        path,
+        {
+            "url": f"http://{host}:{port}",
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "host": socket.gethostname(),
+            "server": server,
+            "token": token,
+            "startup_timeout_s": config["engine"]["startup_timeout_s"],
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,11 +52,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def run() -> None:
-        from dataforge.driver import serve
-
         config_file = Path(args.service_file).parent / CONFIG_NAME
         config = json.loads(config_file.read_text(encoding="utf-8"))
-        code = serve(config, args.server, args.service_file, args.engine_log)
+        # Bind and publish the address before importing anything heavy: the chunk jobs are
+        # already waiting for it.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        token = uuid.uuid4().hex
+        write_service_file(args.service_file, args.server, sock, token, config)
+
+        from dataforge.driver import serve
+
+        code = serve(config, args.server, sock, token, args.engine_log)
         if code:
             raise SystemExit(code)
 

@@ -1,6 +1,7 @@
 # Helpers only (no rules): configuration check, checkpoint readers and input functions.
 # Everything here runs at parse or DAG time, so it stays offline and cheap; the logic lives in
 # the dataforge package.
+import json
 import os
 import sys
 from pathlib import Path
@@ -79,8 +80,11 @@ def get_service_file(wildcards):
 
 
 def get_chunk_spec(wildcards):
-    """What the chunk contains: its rows and the generation settings (rerun triggers)."""
-    return dfw.chunk_spec(get_plan(), int(wildcards.chunk), config)
+    """What the chunk contains, as JSON: its rows and the generation settings (a change is a
+    params change, so Snakemake reruns exactly the chunks it affects)."""
+    return json.dumps(
+        dfw.chunk_spec(get_plan(), int(wildcards.chunk), config), sort_keys=True
+    )
 
 
 def get_run_settings(wildcards):

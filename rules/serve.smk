@@ -8,7 +8,9 @@
 rule serve_model:
     """Start the engine for one group of chunks and generate them as they ask."""
     output:
-        service=service("results/.serve/server-{server}.json"),
+        # update(): Snakemake keeps the existing file (the placeholder) instead of deleting
+        # it before the job, so the chunk jobs start at once instead of polling for it.
+        service=service(update("results/.serve/server-{server}.json")),
     log:
         main="logs/serve_model/{server}.log",
         engine="logs/serve_model/{server}.engine.log",

@@ -74,13 +74,13 @@ class Workflow:
     def command(self, *args: str) -> list[str]:
         return [
             SNAKEMAKE,
+            *args,  # first: after --configfile a bare target would be taken for a config file
             "-s",
             str(REPO / "Snakefile"),
             "--directory",
             str(self.workdir),
             "--configfile",
             str(self.configfile),
-            *args,
         ]
 
     def run(

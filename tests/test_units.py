@@ -1,0 +1,225 @@
+"""Prompts, the engine client against the real dummy server, the guard, token summaries."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from aiohttp import web
+
+from dataforge.client import EngineClient, EngineDead, RequestFailed, backoff_delay
+from dataforge.dummy import DummyEngine, make_app
+from dataforge.output import TokenSummary
+from dataforge.prompts import PromptError, build_messages, build_payload, request_seed
+
+SAMPLING = {"max_tokens": 16, "temperature": 0.5, "top_p": None, "top_k": 20}
+
+
+def test_messages_follow_datatrove() -> None:
+    assert build_messages("hi", "text", None, None) == [{"role": "user", "content": "hi"}]
+    assert build_messages("doc", "text", "sys", "A [[DOCUMENT]] B [[DOCUMENT]]") == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "A doc B doc"},
+    ]
+    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    assert build_messages(msgs, "messages", "sys", None)[1:] == msgs
+    for bad, kind in [("", "empty_prompt"), (None, "empty_prompt"), (" \n", "empty_prompt")]:
+        with pytest.raises(PromptError, match=kind):
+            build_messages(bad, "text", None, None)
+    with pytest.raises(PromptError, match=r"invalid_messages: message 0 has invalid role 'bot'"):
+        build_messages([{"role": "bot", "content": "x"}], "messages", None, None)
+    with pytest.raises(PromptError, match="empty_prompt"):
+        build_messages([], "messages", None, None)
+
+
+def test_payload_and_seeds() -> None:
+    payload = build_payload([{"role": "user", "content": "x"}], "m", SAMPLING, 5)
+    assert payload == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 16,
+        "temperature": 0.5,
+        "top_k": 20,
+        "seed": 5,
+    }
+    assert request_seed(None, 3, 0, 2) is None
+    seeds = {request_seed(7, row, r, 3) for row in range(100) for r in range(3)}
+    assert len(seeds) == 300  # distinct per row and rollout
+    assert request_seed(7, 10, 1, 3) == request_seed(7, 10, 1, 3)
+
+
+def test_backoff_grows_caps_and_honours_retry_after() -> None:
+    assert 0.5 <= backoff_delay(0, 1.0, None) <= 1.0
+    assert 4 <= backoff_delay(3, 1.0, None) <= 8
+    assert backoff_delay(20, 1.0, None) <= 60
+    assert backoff_delay(0, 1.0, 7.0) >= 7.0
+
+
+async def _with_dummy(engine: DummyEngine, body) -> object:
+    runner = web.AppRunner(make_app(engine), shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        return await body(f"http://127.0.0.1:{port}/v1")
+    finally:
+        await runner.cleanup()
+
+
+def test_client_retries_every_transient_fault_and_reports_permanent_ones() -> None:
+    engine = DummyEngine(
+        reject_marker="BAD",
+        faults={"http_500": 0.1, "timeout": 0.05, "reset": 0.05, "malformed": 0.05},
+    )
+
+    async def body(url: str) -> tuple:
+        counts: Counter = Counter()
+        async with EngineClient(
+            url, max_concurrent=32, timeout_s=0.5, max_retries=3, backoff_base_s=0.01
+        ) as client:
+            results = await asyncio.gather(
+                *(
+                    client.chat(
+                        build_payload(
+                            [{"role": "user", "content": f"q {i}" + (" BAD" if i == 5 else "")}],
+                            "m",
+                            SAMPLING,
+                            i,
+                        ),
+                        counts,
+                    )
+                    for i in range(200)
+                ),
+                return_exceptions=True,
+            )
+        return results, counts
+
+    results, counts = asyncio.run(_with_dummy(engine, body))
+    failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+    assert failed == [5]
+    assert isinstance(results[5], RequestFailed) and results[5].kind == "http_400"
+    injected = sum(engine.counts[k] for k in ("http_500", "timeout", "reset", "malformed"))
+    assert injected >= 20
+    assert counts["retries"] == injected
+    assert counts["requests"] == 200 + injected
+    assert all(r.text.startswith("Echo: q") for i, r in enumerate(results) if i != 5)
+
+
+def test_client_gives_up_after_max_retries_without_a_final_sleep() -> None:
+    engine = DummyEngine(faults={"http_500": 1.0})
+    engine.seen = set()
+
+    class Always500(DummyEngine):
+        def _fault_for(self, key: str, digest: bytes) -> str | None:
+            return "http_500"
+
+    async def body(url: str) -> float:
+        async with EngineClient(
+            url, max_concurrent=1, timeout_s=5, max_retries=2, backoff_base_s=0.2
+        ) as client:
+            t0 = time.monotonic()
+            with pytest.raises(RequestFailed, match=r"http_500: .*gave up after 3 attempts"):
+                await client.chat(
+                    build_payload([{"role": "user", "content": "x"}], "m", SAMPLING, None)
+                )
+            return time.monotonic() - t0
+
+    elapsed = asyncio.run(_with_dummy(Always500(), body))
+    assert 0.3 <= elapsed < 1.5  # two backoffs (0.1-0.2 s and 0.2-0.4 s), none after the last
+
+
+def test_client_fails_fast_when_the_engine_is_dead() -> None:
+    async def body() -> None:
+        async with EngineClient(
+            "http://127.0.0.1:9/v1",
+            max_concurrent=1,
+            timeout_s=5,
+            max_retries=6,
+            alive=lambda: False,
+        ) as client:
+            with pytest.raises(EngineDead):
+                await client.chat({"model": "m", "messages": []})
+
+    t0 = time.monotonic()
+    asyncio.run(body())
+    assert time.monotonic() - t0 < 2
+
+
+def test_guard_kills_the_whole_group_when_its_owner_goes_away(tmp_path) -> None:
+    script = tmp_path / "tree.sh"
+    script.write_text("sleep 300 & sleep 300 & trap '' TERM; wait\n")  # ignores SIGTERM
+    guard = subprocess.Popen(
+        [sys.executable, "-m", "dataforge.guard", "--grace-s", "1", "--", "bash", str(script)],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+    )
+    time.sleep(0.5)
+    children = subprocess.run(
+        ["pgrep", "-s", str(_engine_sid(guard.pid))], capture_output=True, text=True
+    ).stdout.split()
+    assert len(children) >= 3
+    guard.stdin.close()  # the owner is gone
+    assert guard.wait(timeout=10) is not None
+    time.sleep(0.2)
+    for pid in children:
+        assert not _alive(int(pid)), f"{pid} survived"
+
+
+def _engine_sid(guard_pid: int) -> int:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        out = subprocess.run(["pgrep", "-P", str(guard_pid)], capture_output=True, text=True)
+        if out.stdout.strip():
+            return int(out.stdout.split()[0])
+        time.sleep(0.05)
+    raise AssertionError("guard started no child")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+def test_guard_passes_on_the_engine_exit_code() -> None:
+    guard = subprocess.Popen(
+        [sys.executable, "-m", "dataforge.guard", "--", "bash", "-c", "exit 3"],
+        stdin=subprocess.PIPE,
+    )
+    assert guard.wait(timeout=10) == 3
+
+
+def test_token_summary_merges_exactly() -> None:
+    a, b, whole = TokenSummary(), TokenSummary(), TokenSummary()
+    for i, v in enumerate([0, 1, 5, 1000, 3, None, 70000]):
+        (a if i % 2 else b).add(v)
+        whole.add(v)
+    merged = TokenSummary()
+    merged.merge(a.as_dict())
+    merged.merge(b.as_dict())
+    assert merged.as_dict() == whole.as_dict()
+    assert whole.as_dict()["n"] == 6 and whole.as_dict()["max"] == 70000
+    assert sum(whole.hist) == 6
+
+
+def test_sigterm_reaches_no_zombie() -> None:
+    # the dummy server exits cleanly on SIGTERM
+    from dataforge.engines import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataforge.dummy", "--port", str(port)], stdout=subprocess.PIPE
+    )
+    assert b"listening" in proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0
