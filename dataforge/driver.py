@@ -60,8 +60,10 @@ class Driver:
         sock: socket.socket,
         token: str,
         engine_log: str,
+        basedir: Path,
     ) -> None:
         self.config = config
+        self.basedir = basedir
         self.server_id = server_id
         self.sock = sock
         self.engine_log = engine_log
@@ -98,7 +100,7 @@ class Driver:
         log.info("server %s: service on %s:%d (pid %d)", self.server_id, host, port, os.getpid())
         code = 0
         try:
-            self.spec = engine_spec(self.config)
+            self.spec = engine_spec(self.config, self.basedir)
             if self.spec.command:
                 self.start_engine(self.spec)
             starter = asyncio.create_task(self.wait_engine_ready())
@@ -156,6 +158,17 @@ class Driver:
         )
         out.close()
 
+    def engine_log_tail(self, lines: int = 12) -> str:
+        """The last lines of the engine's log, for error messages."""
+        try:
+            with open(self.engine_log, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 16384))
+                tail = f.read().decode("utf-8", "replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return "\n  | ".join(["", *tail]) if tail else ""
+
     def engine_alive(self) -> bool:
         return self.guard is None or self.guard.poll() is None
 
@@ -182,14 +195,14 @@ class Driver:
                 if not self.engine_alive():
                     self.fail(
                         f"engine exited with code {self.guard.returncode} during start-up; "
-                        f"see {self.engine_log}"
+                        f"see {self.engine_log}{self.engine_log_tail()}"
                     )
                     return
                 try:
                     async with session.get(
                         self.spec.health_url, timeout=aiohttp.ClientTimeout(total=5)
                     ) as resp:
-                        if resp.status == 200:
+                        if resp.status == 200 and await self.model_served(session):
                             break
                         last = f"HTTP {resp.status}"
                 except (aiohttp.ClientError, TimeoutError) as e:
@@ -200,6 +213,7 @@ class Driver:
                     self.fail(
                         f"engine not ready after {engine['startup_timeout_s']:g} s "
                         f"({self.spec.health_url}: {last}); see {self.engine_log}"
+                        f"{self.engine_log_tail()}"
                     )
                 return
         self.client = EngineClient(
@@ -215,10 +229,24 @@ class Driver:
         self.ready.set()
         log.info("server %s: engine ready after %.1f s", self.server_id, time.time() - self.started)
 
+    async def model_served(self, session: aiohttp.ClientSession) -> bool:
+        """Check once that a vLLM server serves the configured model name."""
+        if self.spec.kind != "vllm":
+            return True
+        name = self.config["model"]["name"]
+        async with session.get(self.spec.base_url + "/models") as resp:
+            served = [m.get("id") for m in (await resp.json()).get("data", [])]
+        if name not in served:
+            raise DataforgeError(f"the engine serves {served}, not model.name {name!r}")
+        return True
+
     async def watch_engine(self) -> None:
         while self.engine_alive():
             await asyncio.sleep(0.2)
-        self.fail(f"engine exited with code {self.guard.returncode}; see {self.engine_log}")
+        self.fail(
+            f"engine exited with code {self.guard.returncode}; see {self.engine_log}"
+            f"{self.engine_log_tail()}"
+        )
 
     # -- HTTP handlers -------------------------------------------------------------------------
 
@@ -381,8 +409,13 @@ class Driver:
 
 
 def serve(
-    config: dict[str, Any], server_id: str, sock: socket.socket, token: str, engine_log: str
+    config: dict[str, Any],
+    server_id: str,
+    sock: socket.socket,
+    token: str,
+    engine_log: str,
+    basedir: Path,
 ) -> int:
     """Run the serve job's process on the bound socket `sock`; returns its exit code."""
-    driver = Driver(config, server_id, sock, token, engine_log)
+    driver = Driver(config, server_id, sock, token, engine_log, basedir)
     return asyncio.run(driver.run())

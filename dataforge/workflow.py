@@ -14,15 +14,42 @@ from dataforge.config import generation_settings, load_schema, validate_config
 from dataforge.errors import ConfigError
 
 
-def check_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
-    """Validate the config in place against the schema (defaults filled)."""
-    validate_config(config, load_schema(schema_path))
+def check_config(config: dict[str, Any], basedir: str | Path) -> dict[str, Any]:
+    """Validate the config in place against the schema (defaults filled), then the engine."""
+    basedir = Path(basedir)
+    validate_config(config, load_schema(basedir / "config" / "schema.yaml"))
     if config["engine"]["kind"] == "vllm":
-        raise ConfigError(
-            "config: engine.kind 'vllm' is not available in this version yet; use 'dummy', or "
-            "'endpoint' with engine.url pointing at a running vLLM server"
-        )
+        check_parallelism(config, basedir)
     return config
+
+
+def check_parallelism(config: dict[str, Any], basedir: Path) -> None:
+    """GPUs per node must be whole, and the model's heads divisible by the tensor parallelism
+    (checked when the model is a local folder; a Hub id is not fetched at parse time)."""
+    import json
+
+    from dataforge.engines import resolve_model
+
+    e = config["engine"]
+    total = e["tensor_parallel_size"] * e["pipeline_parallel_size"] * e["data_parallel_size"]
+    if total % e["nodes"]:
+        raise ConfigError(
+            f"config: engine.nodes ({e['nodes']}) must divide tensor x pipeline x data parallel "
+            f"size ({total}): each node runs the same number of GPUs"
+        )
+    path = Path(resolve_model(config["model"]["name"], [Path.cwd(), basedir]))
+    if not (path / "config.json").is_file():
+        return
+    model_config = json.loads((path / "config.json").read_text())
+    heads = model_config.get("num_attention_heads") or (model_config.get("text_config") or {}).get(
+        "num_attention_heads"
+    )
+    tp = e["tensor_parallel_size"]
+    if heads and heads % tp:
+        raise ConfigError(
+            f"config: engine.tensor_parallel_size ({tp}) must divide the model's "
+            f"{heads} attention heads"
+        )
 
 
 def check_plan_against_config(plan: dict[str, Any], config: dict[str, Any]) -> None:
@@ -74,13 +101,22 @@ def run_settings(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_serve_config(path: str | Path, config: dict[str, Any]) -> None:
-    """Write the validated config for the serve jobs (only when it changed)."""
+def serve_gpus(config: dict[str, Any]) -> int:
+    """GPUs per node for the serve rule's resources (0 when dataforge starts no GPU engine)."""
+    from dataforge.engines import gpus_per_node
+
+    return gpus_per_node(config) if config["engine"]["kind"] == "vllm" else 0
+
+
+def write_serve_config(path: str | Path, config: dict[str, Any], basedir: str | Path) -> None:
+    """Write the validated config for the serve jobs (only when it changed), with the
+    workflow's folder, where the engine environment and relative model paths are found."""
     import json
 
     from dataforge.atomic import write_text_atomic
 
-    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    data = {"config": config, "basedir": str(basedir)}
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     path = Path(path)
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         write_text_atomic(path, text)

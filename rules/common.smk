@@ -20,7 +20,7 @@ def stop_with(error):
 
 
 try:
-    dfw.check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+    dfw.check_config(config, workflow.basedir)
 except DataforgeError as e:
     stop_with(e)
 
@@ -72,7 +72,7 @@ def get_service_file(wildcards):
     path = service_file(dfw.server_of(wildcards.chunk, config))
     if workflow.is_main_process and path not in _prepared_services:
         if not _prepared_services:
-            dfw.write_serve_config(SERVE_CONFIG, config)
+            dfw.write_serve_config(SERVE_CONFIG, config, workflow.basedir)
         _prepared_services.add(path)
         dfw.ensure_placeholders([path])
         workflow.persistence.cleanup_metadata(IOFile(path))
@@ -85,6 +85,11 @@ def get_chunk_spec(wildcards):
     return json.dumps(
         dfw.chunk_spec(get_plan(), int(wildcards.chunk), config), sort_keys=True
     )
+
+
+def get_serve_gpus(wildcards):
+    """GPUs per node of one server (tensor x pipeline x data parallel / nodes)."""
+    return dfw.serve_gpus(config)
 
 
 def get_run_settings(wildcards):

@@ -15,6 +15,9 @@ rule serve_model:
         main="logs/serve_model/{server}.log",
         engine="logs/serve_model/{server}.engine.log",
     threads: 1
+    resources:
+        gpu=get_serve_gpus,
+        nodes=lookup(dpath="engine/nodes", within=config),
     shell:
         "exec $DATAFORGE_PYTHON -m dataforge.serve_job --server {wildcards.server}"
         " --service-file {output.service:q} --log {log.main:q} --engine-log {log.engine:q}"

@@ -32,7 +32,8 @@ def test_every_leaf_has_type_description_and_default() -> None:
 def test_every_object_rejects_unknown_keys() -> None:
     def walk(node: dict, path: str) -> None:
         if node.get("type") == "object":
-            assert node.get("additionalProperties") is False, path or "top level"
+            # False, or a schema for free-form maps such as engine.env
+            assert node.get("additionalProperties") not in (None, True), path or "top level"
             for name, sub in node.get("properties", {}).items():
                 walk(sub, f"{path}.{name}".strip("."))
 

@@ -48,6 +48,8 @@ def check_rows_exactly_once(wf: Workflow, n: int) -> pa.Table:
 def base_config(dataset: Path, **overrides: object) -> dict:
     config = {
         "input": {"dataset": str(dataset)},
+        "engine": {"kind": "dummy"},
+        "model": {"name": "dummy"},
         "chunks": {"size": 500, "per_server": 2},
         "sampling": {"max_tokens": 64, "seed": 1},
     }
@@ -124,7 +126,7 @@ def test_delete_one_chunk_reruns_that_chunk_alone(done_run: Workflow) -> None:
 def test_engine_setting_change_neither_hangs_nor_reruns(done_run: Workflow) -> None:
     wf = done_run
     config = yaml.safe_load(wf.configfile.read_text())
-    config["engine"] = {"max_concurrent_requests": 7, "request_timeout_s": 30}
+    config["engine"].update(max_concurrent_requests=7, request_timeout_s=30, max_retries=2)
     wf.configure(config)
     assert wf.job_counts() == {}
     wf.run(timeout=60)
@@ -382,9 +384,9 @@ def test_template_with_message_lists_is_refused_before_generation(workflow: Work
     assert not (wf.results / "data").exists()
 
 
-def test_default_config_runs_from_another_directory(tmp_path: Path) -> None:
+def test_default_input_runs_from_another_directory(tmp_path: Path) -> None:
     wf = Workflow(tmp_path)
-    wf.configure({})
+    wf.configure({"engine": {"kind": "dummy"}, "model": {"name": "dummy"}})
     wf.run()
     stats = wf.stats()
     assert stats["rows"] == 60 and stats["rows_failed"] == 0

@@ -34,6 +34,7 @@ def test_one_generate_job_per_chunk_and_one_server_per_group(
     workflow.configure(
         {
             "input": {"dataset": str(write_prompts(workflow.workdir / "in.parquet", rows))},
+            "engine": {"kind": "dummy"},
             "chunks": {"size": size, "per_server": per_server},
         }
     )

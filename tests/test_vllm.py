@@ -1,0 +1,133 @@
+"""The real vLLM engine (CPU build in .venv-engine) through the whole workflow.
+
+Skipped, with the reason, where the engine environment is missing (`make engine` builds it);
+with CI=true a skip fails the run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO, Workflow
+from test_e2e import check_rows_exactly_once, engine_processes, wait_no_engines
+
+ENGINE_PYTHON = REPO / ".venv-engine" / "bin" / "python"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not ENGINE_PYTHON.exists(),
+        reason="vLLM's engine environment .venv-engine is missing: run `make engine`",
+    ),
+]
+
+
+def vllm_processes() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [p for p in out.splitlines() if "vllm.entrypoints" in p or "EngineCore" in p]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    subprocess.run(
+        [str(ENGINE_PYTHON), str(REPO / "engine" / "build_tiny_model.py"), str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    out = REPO / "models" / "SmolLM2-135M-Instruct"
+    if not (out / "config.json").exists():
+        subprocess.run(
+            [str(ENGINE_PYTHON), str(REPO / "engine" / "smollm2.py"), str(out)],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+    return out
+
+
+def chat_template_lengths(model: Path, prompts: list[str]) -> list[int]:
+    """Prompt token counts from the model's own tokenizer and chat template."""
+    code = (
+        "import json, sys\n"
+        "from transformers import AutoTokenizer\n"
+        "tok = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+        "prompts = json.loads(sys.stdin.read())\n"
+        "texts = [tok.apply_chat_template([{'role': 'user', 'content': p}],"
+        " add_generation_prompt=True, tokenize=False) for p in prompts]\n"
+        "print(json.dumps([len(tok(t, add_special_tokens=False)['input_ids']) for t in texts]))\n"
+    )
+    out = subprocess.run(
+        [str(ENGINE_PYTHON), "-c", code, str(model)],
+        input=json.dumps(prompts),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_vllm_serves_each_group_once_and_answers_every_row(
+    workflow: Workflow, tiny_model: Path
+) -> None:
+    wf = workflow
+    prompts = [f"what is the answer to question {i}?" for i in range(24)]
+    path = wf.workdir / "in.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"r{i}", "prompt": p, "extra": i}) + "\n"
+            for i, p in enumerate(prompts)
+        )
+    )
+    wf.configure(
+        {
+            "input": {"dataset": str(path)},
+            "model": {"name": str(tiny_model), "max_context": 512},
+            "engine": {"kind": "vllm"},
+            "sampling": {"max_tokens": 16, "temperature": 0.8, "seed": 0},
+            "chunks": {"size": 8, "per_server": 2},
+        }
+    )
+    wf.run(timeout=600)
+    table = check_rows_exactly_once(wf, 24)
+    assert table.column("error").to_pylist() == [None] * 24
+    gens = table.column("generations").to_pylist()
+    assert all(len(g) == 1 and 1 <= g[0]["completion_tokens"] <= 16 for g in gens)
+    assert {g[0]["finish_reason"] for g in gens} <= {"stop", "length"}
+    expected = chat_template_lengths(tiny_model, table.column("prompt").to_pylist())
+    assert [g[0]["prompt_tokens"] for g in gens] == expected
+    # 3 chunks, 2 per server: two servers, each started once.
+    logs = sorted((wf.workdir / "logs" / "serve_model").glob("*[0-9].log"))
+    assert [p.name for p in logs] == ["00000.log", "00001.log"]
+    for log in logs:
+        assert log.read_text().count("engine ready") == 1
+    assert wait_no_engines() == [] and vllm_processes() == [], "no engine left behind"
+    assert not engine_processes()
+
+
+def test_smollm2_knows_the_capital_of_france(workflow: Workflow, smollm2: Path) -> None:
+    wf = workflow
+    path = wf.workdir / "in.jsonl"
+    path.write_text(json.dumps({"prompt": "What is the capital of France?"}) + "\n")
+    wf.configure(
+        {
+            "input": {"dataset": str(path)},
+            "model": {"name": str(smollm2), "max_context": 1024},
+            "engine": {"kind": "vllm"},
+            "sampling": {"max_tokens": 32, "temperature": 0.0},
+        }
+    )
+    wf.run(timeout=600)
+    text = wf.table().column("generations").to_pylist()[0][0]["text"]
+    assert "Paris" in text, text
+    assert vllm_processes() == []
