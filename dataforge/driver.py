@@ -272,7 +272,10 @@ class Driver:
         try:
             result = {"ok": True, **await self.generate_chunk(body, progress)}
             self.chunks_done += 1
-        except (ChunkFailed, DataforgeError, EngineDead) as e:
+        except EngineDead as e:
+            result = {"ok": False, "error": f"{e}; see {self.engine_log}{self.engine_log_tail()}"}
+            log.error("chunk %s failed: %s", chunk, result["error"])
+        except (ChunkFailed, DataforgeError) as e:
             result = {"ok": False, "error": str(e)}
             log.error("chunk %s failed: %s", chunk, e)
         except asyncio.CancelledError:

@@ -153,3 +153,27 @@ def vllm_spec(config: dict[str, Any], basedir: Path) -> EngineSpec:
     cmd += engine["extra_args"]
     base = f"http://127.0.0.1:{port}"
     return EngineSpec("vllm", base + "/v1", base + "/health", cmd, env)
+
+
+SAMPLING_FROM_MODEL = ("temperature", "top_p", "top_k")
+
+
+def effective_sampling(config: dict[str, Any], basedir: Path) -> dict[str, Any]:
+    """The sampling values a vLLM server will use: the config's, and for those left unset the
+    model's `generation_config.json` (vLLM's `--generation-config auto`, as datatrove does).
+
+    Values that neither sets stay None (the server's own default). Only local model folders
+    are read; nothing is fetched.
+    """
+    sampling = dict(config["sampling"])
+    if config["engine"]["kind"] != "vllm":
+        return sampling
+    try:
+        folder = Path(resolve_model(config["model"]["name"], [Path.cwd(), basedir]))
+        model_defaults = json.loads((folder / "generation_config.json").read_text())
+    except (ConfigError, OSError, ValueError):
+        return sampling
+    for key in SAMPLING_FROM_MODEL:
+        if sampling.get(key) is None and model_defaults.get(key) is not None:
+            sampling[key] = model_defaults[key]
+    return sampling

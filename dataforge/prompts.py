@@ -77,4 +77,9 @@ def build_payload(
             payload[key] = sampling[key]
     if seed is not None:
         payload["seed"] = seed
+    if sampling.get("response_format") is not None:
+        payload["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "response", "schema": sampling["response_format"]},
+        }
     return payload

@@ -94,4 +94,4 @@ def get_serve_gpus(wildcards):
 
 def get_run_settings(wildcards):
     """Settings recorded in stats.json and the card."""
-    return dfw.run_settings(config)
+    return dfw.run_settings(config, workflow.basedir)

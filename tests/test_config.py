@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ import yaml
 
 from dataforge.config import iter_leaves, load_schema, validate_config
 from dataforge.docs import config_reference, readme_with_reference
+from dataforge.engines import effective_sampling
 from dataforge.errors import ConfigError
+from dataforge.workflow import check_config, serve_gpus
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "config" / "schema.yaml")
@@ -85,3 +88,41 @@ def test_readme_configuration_reference_is_in_sync_with_the_schema() -> None:
     )
     for key, _ in iter_leaves(SCHEMA):
         assert f"`{key}`" in readme
+
+
+def fake_model(folder: Path, heads: int, generation: dict) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"num_attention_heads": heads}))
+    (folder / "generation_config.json").write_text(json.dumps(generation))
+    return folder
+
+
+def test_parallelism_is_checked_against_nodes_and_the_model(tmp_path: Path) -> None:
+    model = fake_model(tmp_path / "m", heads=6, generation={})
+    base = {"model": {"name": str(model)}, "engine": {"kind": "vllm"}}
+    check_config(
+        copy.deepcopy(base) | {"engine": {"kind": "vllm", "tensor_parallel_size": 3}}, REPO
+    )
+    with pytest.raises(ConfigError, match=r"tensor_parallel_size \(4\) must divide the model's 6"):
+        check_config(copy.deepcopy(base) | {"engine": {"tensor_parallel_size": 4}}, REPO)
+    with pytest.raises(ConfigError, match=r"engine\.nodes \(2\) must divide"):
+        check_config(
+            copy.deepcopy(base) | {"engine": {"tensor_parallel_size": 3, "nodes": 2}}, REPO
+        )
+    config = check_config(
+        copy.deepcopy(base)
+        | {"engine": {"tensor_parallel_size": 2, "data_parallel_size": 4, "nodes": 2}},
+        REPO,
+    )
+    assert serve_gpus(config) == 4
+    assert serve_gpus(check_config({"engine": {"kind": "dummy"}}, REPO)) == 0
+
+
+def test_unset_sampling_falls_back_to_the_models_generation_config(tmp_path: Path) -> None:
+    model = fake_model(tmp_path / "m", heads=2, generation={"temperature": 0.6, "top_p": 0.95})
+    config = check_config({"model": {"name": str(model)}, "sampling": {"temperature": 0.2}}, REPO)
+    used = effective_sampling(config, REPO)
+    assert used["temperature"] == 0.2  # configured wins
+    assert used["top_p"] == 0.95  # from the model
+    assert used["top_k"] is None  # neither: the server's default
+    assert config["sampling"]["top_p"] is None  # the config itself is untouched

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -392,3 +393,39 @@ def test_default_input_runs_from_another_directory(tmp_path: Path) -> None:
     assert stats["rows"] == 60 and stats["rows_failed"] == 0
     plan = json.loads((wf.results / "plan.json").read_text())
     assert plan["source"]["originals"][0]["path"].endswith("data/prompts.jsonl")
+
+
+def test_engine_killed_mid_chunk_fails_fast_and_the_rerun_completes(workflow: Workflow) -> None:
+    wf = workflow
+    config = base_config(
+        write_prompts(wf.workdir / "in.parquet", 1200),
+        chunks={"size": 300, "per_server": 4},
+        engine={"max_concurrent_requests": 4, "dummy": {"latency_s": 0.02}},
+    )
+    wf.configure(config)
+    proc = subprocess.Popen(
+        wf.command(), cwd=wf.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    serve_log = wf.workdir / "logs" / "serve_model" / "00000.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "engine ready" not in _read(serve_log):
+        time.sleep(0.1)
+    port = re.search(r"dataforge\.dummy --port (\d+)", _read(serve_log)).group(1)
+    time.sleep(2.0)  # mid-chunk: 1,200 rows at ~200 rows/s
+    subprocess.run(["pkill", "-9", "-f", f"dataforge.dummy --port {port} "], check=True)
+    t0 = time.monotonic()
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert time.monotonic() - t0 < 20, "the chunks fail fast instead of retrying a dead engine"
+    assert "failed: engine is gone" in _read(serve_log)
+    assert len(wf.chunks()) < 4
+    assert wait_no_engines() == []
+    wf.run(timeout=120)
+    check_rows_exactly_once(wf, 1200)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""

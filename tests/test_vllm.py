@@ -131,3 +131,32 @@ def test_smollm2_knows_the_capital_of_france(workflow: Workflow, smollm2: Path) 
     text = wf.table().column("generations").to_pylist()[0][0]["text"]
     assert "Paris" in text, text
     assert vllm_processes() == []
+
+
+def test_structured_output_follows_its_schema(workflow: Workflow, tiny_model: Path) -> None:
+    wf = workflow
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    path = wf.workdir / "in.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"is {i} even?"}) + "\n" for i in range(8)))
+    wf.configure(
+        {
+            "input": {"dataset": str(path)},
+            "model": {"name": str(tiny_model), "max_context": 512},
+            "engine": {
+                "kind": "vllm",
+                "extra_args": [
+                    "--structured-outputs-config",
+                    '{"backend": "xgrammar", "disable_any_whitespace": true}',
+                ],
+            },
+            "sampling": {"max_tokens": 64, "temperature": 0.0, "response_format": schema},
+        }
+    )
+    wf.run(timeout=600)
+    for gens in wf.table().column("generations").to_pylist():
+        assert json.loads(gens[0]["text"])["answer"] in {"yes", "no"}, gens[0]["text"]
