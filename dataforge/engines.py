@@ -145,6 +145,10 @@ def vllm_spec(config: dict[str, Any], basedir: Path) -> EngineSpec:
         env["VLLM_CPU_KVCACHE_SPACE"] = "1"
         if "--enforce-eager" not in engine["extra_args"]:
             cmd.append("--enforce-eager")
+        # vllm-cpu 0.32.0 crashes the engine ("CPU Generator does not use offset") when a
+        # seeded request's prefill is split over steps; without chunked prefill it does not.
+        if not any("chunked-prefill" in a for a in engine["extra_args"]):
+            cmd.append("--no-enable-chunked-prefill")
     else:
         cmd += ["--gpu-memory-utilization", str(engine["gpu_memory_utilization"])]
     if os.path.isdir(path):
