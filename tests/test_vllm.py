@@ -7,7 +7,10 @@ with CI=true a skip fails the run.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -162,3 +165,54 @@ def test_structured_output_follows_its_schema(workflow: Workflow, tiny_model: Pa
     wf.run(timeout=600)
     for gens in wf.table().column("generations").to_pylist():
         assert json.loads(gens[0]["text"])["answer"] in {"yes", "no"}, gens[0]["text"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_no_vllm_process_outlives_an_interrupted_run(
+    workflow: Workflow, tiny_model: Path, sig: signal.Signals
+) -> None:
+    wf = workflow
+    path = wf.workdir / "in.jsonl"
+    path.write_text(
+        "".join(json.dumps({"prompt": f"tell me about {i}"}) + "\n" for i in range(400))
+    )
+    wf.configure(
+        {
+            "input": {"dataset": str(path)},
+            "model": {"name": str(tiny_model), "max_context": 512},
+            "engine": {"kind": "vllm", "max_concurrent_requests": 8},
+            "sampling": {"max_tokens": 200, "temperature": 0.8, "seed": 0},
+            "chunks": {"size": 100, "per_server": 4},
+        }
+    )
+    proc = subprocess.Popen(
+        wf.command(),
+        cwd=wf.workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    serve_log = wf.workdir / "logs" / "serve_model" / "00000.log"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if serve_log.exists() and "engine ready" in serve_log.read_text():
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)  # generating now
+    assert vllm_processes(), "the engine is running"
+    os.killpg(proc.pid, sig)
+    proc.wait(timeout=120)
+    deadline = time.monotonic() + 45
+    while vllm_processes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert vllm_processes() == [], "the guard stops vLLM's whole process group"
+    assert wait_no_engines() == []
+    wf.run("--unlock")
+    wf.run(timeout=600)
+    check_rows_exactly_once_plain(wf, 400)
+    assert vllm_processes() == []
+
+
+def check_rows_exactly_once_plain(wf: Workflow, n: int) -> None:
+    rows = wf.table().column("row").to_pylist()
+    assert sorted(rows) == list(range(n))
