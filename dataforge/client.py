@@ -128,6 +128,22 @@ class EngineClient:
         if self._session is not None:
             await self._session.close()
 
+    async def post_json(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a small JSON request (no retries) and return the JSON answer.
+
+        Raises:
+            RequestFailed: on any HTTP error or connection problem.
+        """
+        try:
+            async with self.semaphore, self._session.post(url, json=body) as resp:
+                data = await resp.read()
+                if resp.status != 200:
+                    text = data[:300].decode("utf-8", "replace")
+                    raise RequestFailed(f"http_{resp.status}", f"{url}: {text}")
+                return json.loads(data)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise RequestFailed("connection", f"{url}: {type(e).__name__}: {e}") from None
+
     async def chat(self, payload: dict[str, Any], counts: Counter[str] | None = None) -> Generation:
         """Send one request with retries; raise `RequestFailed` or `EngineDead` on failure.
 

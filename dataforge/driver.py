@@ -36,6 +36,7 @@ from aiohttp import web
 from dataforge import plan as planlib
 from dataforge.atomic import write_json_atomic
 from dataforge.client import EngineClient, EngineDead, RequestFailed
+from dataforge.config import DOCUMENT_MARKER
 from dataforge.engines import EngineSpec, engine_spec
 from dataforge.errors import DataforgeError
 from dataforge.output import build_chunk_table, chunk_stats, write_chunk
@@ -44,6 +45,8 @@ from dataforge.source import RowReader
 
 log = logging.getLogger("dataforge.serve")
 PROGRESS_EVERY_S = 2.0
+# Tokens kept free when truncating: re-tokenizing cut text can merge differently at the cut.
+TRUNCATION_MARGIN = 8
 
 
 class ChunkFailed(Exception):
@@ -76,6 +79,7 @@ class Driver:
         self.guard: subprocess.Popen | None = None
         self.client: EngineClient | None = None
         self.readers: dict[str, RowReader] = {}
+        self._overheads: dict[tuple, int] = {}
         self.read_lock = threading.Lock()
         self.chunks_done = 0
         self.chunks_active: set[str] = set()
@@ -293,6 +297,56 @@ class Driver:
 
     # -- generation ----------------------------------------------------------------------------
 
+    async def tokenizer_call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """vLLM's `/tokenize` or `/detokenize` (served beside `/v1`, not under it)."""
+        return await self.client.post_json(self.spec.base_url.removesuffix("/v1") + path, body)
+
+    async def prompt_overhead(self, gen: dict[str, Any]) -> int:
+        """Tokens of the chat template, system prompt and template text around the document."""
+        key = (gen["system"], gen["template"])
+        if key not in self._overheads:
+            template = gen["template"] or DOCUMENT_MARKER
+            messages = [{"role": "system", "content": gen["system"]}] if gen["system"] else []
+            messages.append({"role": "user", "content": template.replace(DOCUMENT_MARKER, "")})
+            answer = await self.tokenizer_call(
+                "/tokenize",
+                {"model": gen["model"], "messages": messages, "add_generation_prompt": True},
+            )
+            self._overheads[key] = answer["count"]
+        return self._overheads[key]
+
+    async def fit_to_context(self, text: str, gen: dict[str, Any]) -> tuple[str, bool]:
+        """Cut the prompt's text by tokens so that the request fits the context.
+
+        The budget is `model.max_context - sampling.max_tokens`; the template text around
+        `[[DOCUMENT]]`, the system prompt and the chat template are kept whole. A prompt whose
+        UTF-8 length already fits (a token covers at least one byte) is not tokenized.
+
+        Raises:
+            PromptError: when even an empty document does not fit.
+        """
+        budget = self.config["model"]["max_context"] - gen["sampling"]["max_tokens"]
+        overhead = await self.prompt_overhead(gen)
+        if len(text.encode()) + overhead <= budget:
+            return text, False
+        answer = await self.tokenizer_call(
+            "/tokenize", {"model": gen["model"], "prompt": text, "add_special_tokens": False}
+        )
+        tokens = answer["tokens"]
+        if len(tokens) + overhead <= budget:
+            return text, False
+        room = budget - overhead - TRUNCATION_MARGIN
+        if room <= 0:
+            raise PromptError(
+                "prompt_too_long",
+                f"the template, system prompt and chat template alone take {overhead} of the "
+                f"{budget} tokens left for the prompt",
+            )
+        answer = await self.tokenizer_call(
+            "/detokenize", {"model": gen["model"], "tokens": tokens[:room]}
+        )
+        return answer["prompt"], True
+
     def read_rows(self, plan: dict[str, Any], start: int, end: int) -> pa.Table:
         """Rows [start, end) of the plan's input (runs in a worker thread).
 
@@ -328,14 +382,19 @@ class Driver:
         gen = spec["generation"]
         generations: list[list[dict[str, Any]]] = [[] for _ in prompts]
         errors: list[str | None] = [None] * len(prompts)
+        truncated: list[bool] = [False] * len(prompts)
         counts: Counter[str] = Counter()
 
         async def one_row(i: int) -> None:
             try:
+                prompt = prompts[i]
+                if self.spec.kind == "vllm" and plan["prompt_kind"] == "text" and prompt:
+                    prompt, cut = await self.fit_to_context(str(prompt), gen)
+                    truncated[i] = cut
                 messages = build_messages(
-                    prompts[i], plan["prompt_kind"], gen["system"], gen["template"]
+                    prompt, plan["prompt_kind"], gen["system"], gen["template"]
                 )
-            except PromptError as e:
+            except (PromptError, RequestFailed) as e:
                 errors[i] = str(e)
                 progress["done"] += 1
                 return
@@ -382,6 +441,7 @@ class Driver:
             raise EngineDead(f"engine exited during chunk {spec['chunk']}; see {self.engine_log}")
         record = planlib.chunk_metadata(plan, index)
         stats = chunk_stats(generations, errors, counts)
+        stats["rows_prompt_truncated"] = sum(truncated)
         finished = time.time()
         stats.update(
             chunk=spec["chunk"],

@@ -42,6 +42,7 @@ def aggregate(
         "rows_failed": sum(errors.values()),
         "rows_failed_by_kind": dict(sorted(errors.items())),
         "rows_truncated": sum(c["rows_truncated"] for c in chunks),
+        "rows_prompt_truncated": sum(c.get("rows_prompt_truncated", 0) for c in chunks),
         "chunks": len(chunks),
         "rollouts": sum(c["rollouts"] for c in chunks),
         "finish_reasons": dict(sorted(finish.items())),

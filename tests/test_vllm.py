@@ -216,3 +216,31 @@ def test_no_vllm_process_outlives_an_interrupted_run(
 def check_rows_exactly_once_plain(wf: Workflow, n: int) -> None:
     rows = wf.table().column("row").to_pylist()
     assert sorted(rows) == list(range(n))
+
+
+def test_prompts_longer_than_the_context_are_cut_by_tokens(
+    workflow: Workflow, tiny_model: Path
+) -> None:
+    wf = workflow
+    long_text = " ".join(f"word{i} and the data" for i in range(1500))
+    path = wf.workdir / "in.jsonl"
+    path.write_text(
+        json.dumps({"prompt": long_text}) + "\n" + json.dumps({"prompt": "short one"}) + "\n"
+    )
+    wf.configure(
+        {
+            "input": {"dataset": str(path)},
+            "model": {"name": str(tiny_model), "max_context": 512},
+            "engine": {"kind": "vllm"},
+            "prompt": {"system": "Be brief.", "template": "Summarize:\n[[DOCUMENT]]\nThe end."},
+            "sampling": {"max_tokens": 16, "temperature": 0.0},
+        }
+    )
+    wf.run(timeout=600)
+    table = wf.table()
+    assert table.column("error").to_pylist() == [None, None]
+    long_gen, short_gen = (g[0] for g in table.column("generations").to_pylist())
+    assert 400 < long_gen["prompt_tokens"] <= 512 - 16
+    assert short_gen["prompt_tokens"] < 80  # system + template + chat template + 2 words
+    stats = wf.stats()
+    assert stats["rows_prompt_truncated"] == 1
