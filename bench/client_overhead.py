@@ -104,6 +104,20 @@ def measure(cmd: list[str], cwd: Path | None = None) -> dict[str, float]:
     return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": after.ru_maxrss / 1024}
 
 
+def snakemake_command(configfile: str) -> list[str]:
+    """A whole dataforge run on 2 cores with `configfile`, in the current directory."""
+    return [
+        str(BIN / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--cores",
+        "2",
+        "--configfile",
+        configfile,
+        "--quiet",
+    ]
+
+
 def write_input(path: Path, rows: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -158,17 +172,7 @@ def main() -> None:
                     "chunks": {"size": size, "per_server": args.per_server},
                 }
                 (work / "config.yaml").write_text(json.dumps(config))
-                cmd = [
-                    str(BIN / "snakemake"),
-                    "-s",
-                    str(REPO / "Snakefile"),
-                    "--cores",
-                    "2",
-                    "--configfile",
-                    "config.yaml",
-                    "--quiet",
-                ]
-                m = measure(cmd, cwd=work)
+                m = measure(snakemake_command("config.yaml"), cwd=work)
                 stats = json.loads((work / "results" / "stats.json").read_text())
                 assert stats["rows"] == args.rows and stats["rows_failed"] == 0, stats
                 chunks = -(-args.rows // size)

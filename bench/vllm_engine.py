@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 ENGINE_PYTHON = REPO / ".venv-engine" / "bin" / "python"
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+from client_overhead import snakemake_command  # noqa: E402
 
 from dataforge.engines import vllm_spec  # noqa: E402
 from dataforge.workflow import check_config  # noqa: E402
@@ -122,16 +123,7 @@ def run_dataforge(model: str, texts: list[str], max_tokens: int, per_server: int
         )
         t0 = time.perf_counter()
         subprocess.run(
-            [
-                str(BIN / "snakemake"),
-                "-s",
-                str(REPO / "Snakefile"),
-                "--cores",
-                "2",
-                "--configfile",
-                "config.yaml",
-                "--quiet",
-            ],
+            snakemake_command("config.yaml"),
             cwd=work,
             check=True,
             stdout=subprocess.DEVNULL,

@@ -469,16 +469,3 @@ class Driver:
             stats["seconds"],
         )
         return {k: stats[k] for k in ("rows", "rows_failed", "seconds")}
-
-
-def serve(
-    config: dict[str, Any],
-    server_id: str,
-    sock: socket.socket,
-    token: str,
-    engine_log: str,
-    basedir: Path,
-) -> int:
-    """Run the serve job's process on the bound socket `sock`; returns its exit code."""
-    driver = Driver(config, server_id, sock, token, engine_log, basedir)
-    return asyncio.run(driver.run())

@@ -63,9 +63,12 @@ def main(argv: list[str] | None = None) -> None:
         token = uuid.uuid4().hex
         write_service_file(args.service_file, args.server, sock, token, config)
 
-        from dataforge.driver import serve
+        import asyncio
 
-        code = serve(config, args.server, sock, token, args.engine_log, basedir)
+        from dataforge.driver import Driver
+
+        driver = Driver(config, args.server, sock, token, args.engine_log, basedir)
+        code = asyncio.run(driver.run())
         if code:
             raise SystemExit(code)
 
