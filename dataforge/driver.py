@@ -79,7 +79,7 @@ class Driver:
         self.guard: subprocess.Popen | None = None
         self.client: EngineClient | None = None
         self.readers: dict[str, RowReader] = {}
-        self._overheads: dict[tuple, int] = {}
+        self._overheads: dict[tuple, asyncio.Future] = {}
         self.read_lock = threading.Lock()
         self.chunks_done = 0
         self.chunks_active: set[str] = set()
@@ -162,16 +162,16 @@ class Driver:
         )
         out.close()
 
-    def engine_log_tail(self, lines: int = 12) -> str:
-        """The last lines of the engine's log, for error messages."""
+    def see_engine_log(self, lines: int = 12) -> str:
+        """ "see <engine log>" and its last lines, to end an error message with."""
         try:
             with open(self.engine_log, "rb") as f:
                 f.seek(0, os.SEEK_END)
                 f.seek(max(0, f.tell() - 16384))
                 tail = f.read().decode("utf-8", "replace").splitlines()[-lines:]
         except OSError:
-            return ""
-        return "\n  | ".join(["", *tail]) if tail else ""
+            tail = []
+        return f"see {self.engine_log}" + "\n  | ".join(["", *tail])
 
     def engine_alive(self) -> bool:
         return self.guard is None or self.guard.poll() is None
@@ -199,7 +199,7 @@ class Driver:
                 if not self.engine_alive():
                     self.fail(
                         f"engine exited with code {self.guard.returncode} during start-up; "
-                        f"see {self.engine_log}{self.engine_log_tail()}"
+                        f"{self.see_engine_log()}"
                     )
                     return
                 try:
@@ -216,8 +216,7 @@ class Driver:
                 if not self.stop.is_set():
                     self.fail(
                         f"engine not ready after {engine['startup_timeout_s']:g} s "
-                        f"({self.spec.health_url}: {last}); see {self.engine_log}"
-                        f"{self.engine_log_tail()}"
+                        f"({self.spec.health_url}: {last}); {self.see_engine_log()}"
                     )
                 return
         self.client = EngineClient(
@@ -247,10 +246,7 @@ class Driver:
     async def watch_engine(self) -> None:
         while self.engine_alive():
             await asyncio.sleep(0.2)
-        self.fail(
-            f"engine exited with code {self.guard.returncode}; see {self.engine_log}"
-            f"{self.engine_log_tail()}"
-        )
+        self.fail(f"engine exited with code {self.guard.returncode}; {self.see_engine_log()}")
 
     # -- HTTP handlers -------------------------------------------------------------------------
 
@@ -277,7 +273,7 @@ class Driver:
             result = {"ok": True, **await self.generate_chunk(body, progress)}
             self.chunks_done += 1
         except EngineDead as e:
-            result = {"ok": False, "error": f"{e}; see {self.engine_log}{self.engine_log_tail()}"}
+            result = {"ok": False, "error": f"{e}; {self.see_engine_log()}"}
             log.error("chunk %s failed: %s", chunk, result["error"])
         except (ChunkFailed, DataforgeError) as e:
             result = {"ok": False, "error": str(e)}
@@ -302,18 +298,28 @@ class Driver:
         return await self.client.post_json(self.spec.base_url.removesuffix("/v1") + path, body)
 
     async def prompt_overhead(self, gen: dict[str, Any]) -> int:
-        """Tokens of the chat template, system prompt and template text around the document."""
-        key = (gen["system"], gen["template"])
+        """Tokens of the chat template, system prompt and template text around the document.
+
+        Asked once per (system, template): the rows that start together share one request.
+        """
+        key = (gen["model"], gen["system"], gen["template"])
         if key not in self._overheads:
             template = gen["template"] or DOCUMENT_MARKER
             messages = [{"role": "system", "content": gen["system"]}] if gen["system"] else []
             messages.append({"role": "user", "content": template.replace(DOCUMENT_MARKER, "")})
-            answer = await self.tokenizer_call(
-                "/tokenize",
-                {"model": gen["model"], "messages": messages, "add_generation_prompt": True},
+            self._overheads[key] = asyncio.ensure_future(
+                self.tokenizer_call(
+                    "/tokenize",
+                    {"model": gen["model"], "messages": messages, "add_generation_prompt": True},
+                )
             )
-            self._overheads[key] = answer["count"]
-        return self._overheads[key]
+        asked = self._overheads[key]
+        try:
+            return (await asyncio.shield(asked))["count"]
+        except RequestFailed:
+            if self._overheads.get(key) is asked:
+                del self._overheads[key]  # ask again for the next row
+            raise
 
     async def fit_to_context(self, text: str, gen: dict[str, Any]) -> tuple[str, bool]:
         """Cut the prompt's text by tokens so that the request fits the context.
@@ -438,7 +444,7 @@ class Driver:
                 t.cancel()
             raise
         if not self.engine_alive():
-            raise EngineDead(f"engine exited during chunk {spec['chunk']}; see {self.engine_log}")
+            raise EngineDead(f"engine exited during chunk {spec['chunk']}")
         record = planlib.chunk_metadata(plan, index)
         stats = chunk_stats(generations, errors, counts)
         stats["rows_prompt_truncated"] = sum(truncated)
