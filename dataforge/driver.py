@@ -39,7 +39,13 @@ from dataforge.client import EngineClient, EngineDead, RequestFailed
 from dataforge.config import DOCUMENT_MARKER
 from dataforge.engines import EngineSpec, engine_spec
 from dataforge.errors import DataforgeError
-from dataforge.output import build_chunk_table, chunk_stats, write_chunk
+from dataforge.output import (
+    build_chunk_table,
+    chunk_stats,
+    finished_chunk,
+    spec_digest,
+    write_chunk,
+)
 from dataforge.prompts import PromptError, build_messages, build_payload, request_seed
 from dataforge.source import RowReader
 
@@ -382,6 +388,11 @@ class Driver:
                 f"chunk {spec['chunk']}: rows {spec['start']}-{spec['end']} disagree with "
                 f"{body['plan']} (rows {start}-{end}); the plan changed during the run"
             )
+        if await asyncio.to_thread(finished_chunk, outputs["parquet"], outputs["stats"], spec):
+            # Snakemake resubmits a failed group whole; the chunks it finished stay as they are.
+            log.info("chunk %s: already complete, kept", spec["chunk"])
+            done = json.loads(Path(outputs["stats"]).read_text(encoding="utf-8"))
+            return {k: done[k] for k in ("rows", "rows_failed", "seconds")}
         rows = await asyncio.to_thread(self.read_rows, plan, start, end)
         prompts = rows.column(plan["input"]["prompt_column"]).to_pylist()
         progress["rows"] = len(prompts)
@@ -445,7 +456,7 @@ class Driver:
             raise
         if not self.engine_alive():
             raise EngineDead(f"engine exited during chunk {spec['chunk']}")
-        record = planlib.chunk_metadata(plan, index)
+        record = {**planlib.chunk_metadata(plan, index), "spec": spec_digest(spec)}
         stats = chunk_stats(generations, errors, counts)
         stats["rows_prompt_truncated"] = sum(truncated)
         finished = time.time()

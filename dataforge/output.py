@@ -7,6 +7,7 @@ atomically and carry their plan record in the Parquet footer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -44,6 +45,23 @@ def build_chunk_table(
     table = table.append_column("generations", pa.array(generations, pa.list_(GENERATION_TYPE)))
     table = table.append_column("error", pa.array(errors, pa.string()))
     return table.replace_schema_metadata({CHUNK_META_KEY: json.dumps(plan_record).encode()})
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    """A digest of everything that decides a chunk's content (its rows and settings)."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def finished_chunk(parquet: str | Path, sidecar: str | Path, spec: dict[str, Any]) -> bool:
+    """Whether `parquet` already holds this exact chunk (same rows and settings) with its
+    statistics sidecar: for example a chunk that a failed Slurm job finished before the
+    profile's retry resubmitted its whole group."""
+    from dataforge.plan import read_chunk_metadata
+
+    if not (Path(parquet).is_file() and Path(sidecar).is_file()):
+        return False
+    meta = read_chunk_metadata(parquet) or {}
+    return meta.get("spec") == spec_digest(spec)
 
 
 def write_chunk(table: pa.Table, path: str | Path) -> None:

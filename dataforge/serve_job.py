@@ -38,6 +38,7 @@ def write_service_file(
             "server": server,
             "token": token,
             "startup_timeout_s": config["engine"]["startup_timeout_s"],
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # None outside Slurm
         },
     )
 

@@ -4,11 +4,16 @@
 rule generate_chunk:
     """Generate one chunk file (and its stats sidecar) through the group's server."""
     input:
-        plan=ancient(PLAN),
+        # Not the plan: a file input from the checkpoint makes Snakemake rebuild this job
+        # inside a Slurm group job and drop it (9.27.1). The spec carries the plan's fingerprint.
         service=get_service_file,
     output:
-        parquet="results/data/chunk-{chunk}.parquet",
-        stats="results/chunk_stats/chunk-{chunk}.json",
+        # update(): Snakemake leaves an existing file in place (instead of deleting it before
+        # the job) and restores it if the job fails. The server keeps a file that already holds
+        # this exact chunk (a failed Slurm group is resubmitted whole by the profile's
+        # retries) and otherwise replaces it atomically.
+        parquet=update("results/data/chunk-{chunk}.parquet"),
+        stats=update("results/chunk_stats/chunk-{chunk}.json"),
     log:
         "logs/generate_chunk/{chunk}.log",
     threads: 1
@@ -18,7 +23,8 @@ rule generate_chunk:
         _cores=0,
     params:
         spec=get_chunk_spec,
+        plan=PLAN,
     shell:
         "exec $DATAFORGE_PYTHON -m dataforge.chunk_client --spec {params.spec:q}"
-        " --service-file {input.service:q} --plan {input.plan:q}"
+        " --service-file {input.service:q} --plan {params.plan:q}"
         " --parquet {output.parquet:q} --stats {output.stats:q} --log {log:q}"
