@@ -27,3 +27,7 @@ rule all:
         get_chunk_files("results/data/chunk-{chunk}.parquet"),
         "results/stats.json",
         "results/README.md",
+
+
+onstart:
+    check_slurm_site()

@@ -18,8 +18,6 @@ from dataforge.errors import ConfigError
 
 ENGINE_VENV = ".venv-engine"
 
-ENGINE_VENV = ".venv-engine"
-
 
 @dataclass
 class EngineSpec:
@@ -135,6 +133,8 @@ def vllm_spec(config: dict[str, Any], basedir: Path) -> EngineSpec:
             cmd += [f"--{key.replace('_', '-')}", str(engine[key])]
     if engine["nodes"] > 1:
         cmd += ["--distributed-executor-backend", "ray"]
+        if engine["data_parallel_size"] > 1:
+            cmd += ["--data-parallel-backend", "ray"]
     for key in ("max_num_seqs", "max_num_batched_tokens"):
         if engine[key] is not None:
             cmd += [f"--{key.replace('_', '-')}", str(engine[key])]
@@ -155,6 +155,11 @@ def vllm_spec(config: dict[str, Any], basedir: Path) -> EngineSpec:
         env["HF_HUB_OFFLINE"] = "1"  # a local folder needs no Hub access
     env.update(engine["env"])
     cmd += engine["extra_args"]
+    if engine["nodes"] > 1:
+        # A Ray cluster over the Slurm job's nodes first (dataforge.multinode).
+        ray = str(Path(python).parent / "ray")
+        cmd = [sys.executable, "-m", "dataforge.multinode", "--nodes", str(engine["nodes"]),
+               "--gpus-per-node", str(gpus_per_node(config)), "--ray", ray, "--", *cmd]  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     return EngineSpec("vllm", base + "/v1", base + "/health", cmd, env)
 

@@ -106,11 +106,24 @@ def run_settings(config: dict[str, Any], basedir: str | Path) -> dict[str, Any]:
     }
 
 
-def serve_gpus(config: dict[str, Any]) -> int:
-    """GPUs per node for the serve rule's resources (0 when dataforge starts no GPU engine)."""
+def serve_resources(config: dict[str, Any]) -> dict[str, Any]:
+    """The serve rule's GPU and node resources (the Slurm executor maps them to sbatch).
+
+    One node: `gpu` (`--gpus=N`, which the plugin also gives the job step). Several nodes:
+    `gres: gpu:N` with `nodes` (`--gres` counts per node, while `--gpus` is a total that Slurm
+    may spread unevenly). `endpoint` servers use no GPU; the `dummy` engine asks for what
+    vLLM would, so that tests exercise the same requests. None leaves a resource unset.
+    """
     from dataforge.engines import gpus_per_node
 
-    return gpus_per_node(config) if config["engine"]["kind"] == "vllm" else 0
+    e = config["engine"]
+    gpus = gpus_per_node(config) if e["kind"] != "endpoint" else 0
+    multi = e["nodes"] > 1
+    return {
+        "gpu": gpus if gpus and not multi else None,
+        "gres": f"gpu:{gpus}" if gpus and multi else None,
+        "nodes": e["nodes"],
+    }
 
 
 def write_serve_config(path: str | Path, config: dict[str, Any], basedir: str | Path) -> None:

@@ -81,17 +81,47 @@ def get_service_file(wildcards):
 
 def get_chunk_spec(wildcards):
     """What the chunk contains, as JSON: its rows and the generation settings (a change is a
-    params change, so Snakemake reruns exactly the chunks it affects)."""
+    params change, so Snakemake reruns exactly the chunks it affects).
+
+    The plan file is read directly when it exists (the checkpoint only when it does not, so
+    that Snakemake plans first): see rules/generate.smk for why chunk jobs do not depend on
+    the checkpoint.
+    """
+    plan = planlib.load_plan(PLAN) if os.path.exists(PLAN) else get_plan()
     return json.dumps(
-        dfw.chunk_spec(get_plan(), int(wildcards.chunk), config), sort_keys=True
+        dfw.chunk_spec(plan, int(wildcards.chunk), config), sort_keys=True
     )
 
 
-def get_serve_gpus(wildcards):
-    """GPUs per node of one server (tensor x pipeline x data parallel / nodes)."""
-    return dfw.serve_gpus(config)
+def get_serve_resource(name):
+    """Input function factory for the serve rule's `name` resource (GPUs, nodes)."""
+
+    def inner(wildcards):
+        return dfw.serve_resources(config)[name]
+
+    return inner
 
 
 def get_run_settings(wildcards):
     """Settings recorded in stats.json and the card."""
     return dfw.run_settings(config, workflow.basedir)
+
+
+def check_slurm_site():
+    """With the Slurm executor: stop before anything runs when the site needs an account or
+    partition that the profile does not set (see dataforge/slurm.py)."""
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name != "slurm":
+        return
+    settings = workflow.resource_settings
+    given = set(settings.default_resources or {})
+    given.update(settings.overwrite_resources.get("serve_model", {}))
+    try:
+        from dataforge.slurm import check_site
+
+        check_site(
+            account_set="slurm_account" in given,
+            partition_set="slurm_partition" in given,
+        )
+    except DataforgeError as e:
+        stop_with(e)

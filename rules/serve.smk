@@ -16,8 +16,10 @@ rule serve_model:
         engine="logs/serve_model/{server}.engine.log",
     threads: 1
     resources:
-        gpu=get_serve_gpus,
-        nodes=lookup(dpath="engine/nodes", within=config),
+        # From the engine config; CPUs, memory and runtime come from the Slurm profile.
+        gpu=get_serve_resource("gpu"),
+        gres=get_serve_resource("gres"),
+        nodes=get_serve_resource("nodes"),
     shell:
         "exec $DATAFORGE_PYTHON -m dataforge.serve_job --server {wildcards.server}"
         " --service-file {output.service:q} --log {log.main:q} --engine-log {log.engine:q}"

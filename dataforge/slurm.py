@@ -1,0 +1,62 @@
+"""Checks of a Slurm site before anything is submitted (run from the workflow's onstart).
+
+A site that enforces accounts rejects every job without one, and a cluster without a default
+partition rejects jobs without `-p`; the Slurm executor plugin then reports only "Error in
+group …" per job. dataforge says what to set instead, before the plan or any GPU job runs.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from dataforge.errors import ConfigError
+
+PROFILE_HINT = (
+    "set it under default-resources in your Slurm profile (see profiles/slurm/config.yaml)"
+)
+
+
+def site_problem(
+    *, account_set: bool, partition_set: bool, scontrol_config: str, partitions: str
+) -> str | None:
+    """What a submission would lack on this site, given `scontrol show config` and
+    `sinfo -h -o %P` output; None when nothing is missing."""
+    enforce = ""
+    for line in scontrol_config.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "AccountingStorageEnforce":
+            enforce = value.strip()
+    if not account_set and any(
+        word in enforce for word in ("associations", "limits", "safe", "qos")
+    ):
+        return (
+            f"Slurm: this cluster requires an account (AccountingStorageEnforce = {enforce}) "
+            f"and slurm_account is not set: {PROFILE_HINT}"
+        )
+    names = partitions.split()
+    if not partition_set and names and not any(n.endswith("*") for n in names):
+        return (
+            "Slurm: this cluster has no default partition and slurm_partition is not set "
+            f"(partitions: {', '.join(names)}): {PROFILE_HINT}"
+        )
+    return None
+
+
+def check_site(*, account_set: bool, partition_set: bool) -> None:
+    """Raise ConfigError when the site needs an account or partition that is not set.
+    Where the Slurm commands do not answer, the plugin's own errors follow instead."""
+
+    def run(*cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    problem = site_problem(
+        account_set=account_set,
+        partition_set=partition_set,
+        scontrol_config=run("scontrol", "show", "config"),
+        partitions=run("sinfo", "-h", "-o", "%P"),
+    )
+    if problem:
+        raise ConfigError(problem)
