@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,19 @@ SNAKEMAKE = str(BIN / "snakemake")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a test that takes more than ~10 s")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _slurm_controller_if_installed() -> None:
+    """Where the Slurm client tools are installed (the Slurm tests install them), make sure
+    the test cluster runs: with no controller answering, the executor plugin makes every
+    `snakemake` command wait ~10 s at start-up (`scontrol show config` at import)."""
+    if shutil.which("scontrol") and os.geteuid() == 0:
+        subprocess.run(
+            ["bash", str(REPO / "tests" / "slurm" / "start_cluster.sh")],
+            capture_output=True,
+            timeout=300,
+        )
 
 
 @pytest.hookimpl(trylast=True)
@@ -61,6 +75,28 @@ def write_prompts(path: Path, n: int, *, kind: str = "text", row_group: int = 30
     return path
 
 
+def check_rows_exactly_once(wf: Workflow, n: int) -> pa.Table:
+    table = wf.table()
+    rows = table.column("row").to_pylist()
+    assert sorted(rows) == list(range(n)), "every input row exactly once"
+    assert table.column("id").to_pylist() == [f"r{i}" for i in rows]
+    assert table.column("extra").to_pylist() == rows
+    return table
+
+
+def base_config(dataset: Path, **overrides: object) -> dict:
+    config = {
+        "input": {"dataset": str(dataset)},
+        "engine": {"kind": "dummy"},
+        "model": {"name": "dummy"},
+        "chunks": {"size": 500, "per_server": 2},
+        "sampling": {"max_tokens": 64, "seed": 1},
+    }
+    for key, value in overrides.items():
+        config.setdefault(key, {}).update(value)
+    return config
+
+
 class Workflow:
     """Runs the real workflow (a `snakemake` subprocess) in a working directory."""
 
@@ -84,7 +120,11 @@ class Workflow:
         ]
 
     def run(
-        self, *args: str, check: bool = True, timeout: float = 180
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 180,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             self.command(*args),
@@ -92,6 +132,7 @@ class Workflow:
             text=True,
             timeout=timeout,
             cwd=self.workdir,
+            env=env,
         )
         if check and proc.returncode != 0:
             raise AssertionError(
@@ -100,9 +141,9 @@ class Workflow:
             )
         return proc
 
-    def job_counts(self, *args: str) -> dict[str, int]:
+    def job_counts(self, *args: str, env: dict[str, str] | None = None) -> dict[str, int]:
         """Jobs per rule that a dry-run would run (empty when nothing is to be done)."""
-        proc = self.run("-n", "--quiet", "host", "rules", *args)
+        proc = self.run("-n", "--quiet", "host", "rules", *args, env=env)
         out = proc.stdout + proc.stderr
         counts: dict[str, int] = {}
         if "Job stats:" not in out:

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dataforge import multinode
 from dataforge.config import iter_leaves, load_schema, validate_config
 from dataforge.docs import config_reference, readme_with_reference
-from dataforge.engines import effective_sampling
+from dataforge.engines import effective_sampling, vllm_spec
 from dataforge.errors import ConfigError
-from dataforge.workflow import check_config, serve_gpus
+from dataforge.workflow import check_config, serve_resources
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "config" / "schema.yaml")
@@ -114,8 +115,11 @@ def test_parallelism_is_checked_against_nodes_and_the_model(tmp_path: Path) -> N
         | {"engine": {"tensor_parallel_size": 2, "data_parallel_size": 4, "nodes": 2}},
         REPO,
     )
-    assert serve_gpus(config) == 4
-    assert serve_gpus(check_config({"engine": {"kind": "dummy"}}, REPO)) == 0
+    assert serve_resources(config) == {"gpu": None, "gres": "gpu:4", "nodes": 2}
+    one_node = check_config({"engine": {"kind": "dummy", "tensor_parallel_size": 2}}, REPO)
+    assert serve_resources(one_node) == {"gpu": 2, "gres": None, "nodes": 1}
+    endpoint = {"kind": "endpoint", "url": "http://h:1/v1"}
+    assert serve_resources(check_config({"engine": endpoint}, REPO))["gpu"] is None
 
 
 def test_unset_sampling_falls_back_to_the_models_generation_config(tmp_path: Path) -> None:
@@ -126,3 +130,40 @@ def test_unset_sampling_falls_back_to_the_models_generation_config(tmp_path: Pat
     assert used["top_p"] == 0.95  # from the model
     assert used["top_k"] is None  # neither: the server's default
     assert config["sampling"]["top_p"] is None  # the config itself is untouched
+
+
+def test_vllm_command_for_parallel_and_multi_node_servers(tmp_path: Path, monkeypatch) -> None:
+    model = fake_model(tmp_path / "m", heads=16, generation={})
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.touch()
+
+    def command(**engine: object) -> list[str]:
+        config = check_config(
+            {"model": {"name": str(model)}, "engine": {"python": str(python), **engine}}, REPO
+        )
+        return vllm_spec(config, REPO).command
+
+    one = command(tensor_parallel_size=2, pipeline_parallel_size=2)
+    assert one[:3] == [str(python), "-m", "vllm.entrypoints.openai.api_server"]
+    assert " --tensor-parallel-size 2 --pipeline-parallel-size 2 " in " ".join(one)
+    assert "--distributed-executor-backend" not in one
+
+    two = command(tensor_parallel_size=8, pipeline_parallel_size=2, data_parallel_size=2, nodes=2)
+    launcher, engine = two[: two.index("--")], two[two.index("--") + 1 :]
+    assert launcher[1:] == ["-m", "dataforge.multinode", "--nodes", "2", "--gpus-per-node", "16",
+                            "--ray", str(python.parent / "ray")]  # fmt: skip
+    joined = " ".join(engine)
+    assert engine[0] == str(python)
+    assert "--distributed-executor-backend ray" in joined
+    assert "--data-parallel-backend ray" in joined
+
+    # the Ray workers go to the job's other nodes, inside the same Slurm job
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    workers = multinode.workers_command("ray", "10.0.0.1", 6379, nodes=4, gpus=8)
+    assert workers[:6] == ["srun", "--jobid=42", "--overlap", "--nodes=3", "--ntasks=3",
+                           "--ntasks-per-node=1"]  # fmt: skip
+    assert workers[-3:] == ["--block", "--address=10.0.0.1:6379", "--num-gpus=8"]
+    monkeypatch.delenv("SLURM_JOB_ID")
+    with pytest.raises(SystemExit):
+        multinode.main(["--nodes", "2", "--gpus-per-node", "8", "--ray", "ray", "--", "vllm"])

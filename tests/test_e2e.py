@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import Workflow, write_prompts
+from conftest import Workflow, base_config, check_rows_exactly_once, write_prompts
 
 pytestmark = pytest.mark.e2e
 
@@ -35,28 +35,6 @@ def wait_no_engines(timeout: float = 20) -> list[str]:
             return []
         time.sleep(0.2)
     return engine_processes()
-
-
-def check_rows_exactly_once(wf: Workflow, n: int) -> pa.Table:
-    table = wf.table()
-    rows = table.column("row").to_pylist()
-    assert sorted(rows) == list(range(n)), "every input row exactly once"
-    assert table.column("id").to_pylist() == [f"r{i}" for i in rows]
-    assert table.column("extra").to_pylist() == rows
-    return table
-
-
-def base_config(dataset: Path, **overrides: object) -> dict:
-    config = {
-        "input": {"dataset": str(dataset)},
-        "engine": {"kind": "dummy"},
-        "model": {"name": "dummy"},
-        "chunks": {"size": 500, "per_server": 2},
-        "sampling": {"max_tokens": 64, "seed": 1},
-    }
-    for key, value in overrides.items():
-        config.setdefault(key, {}).update(value)
-    return config
 
 
 @pytest.fixture

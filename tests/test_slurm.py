@@ -1,0 +1,384 @@
+"""dataforge through `--profile profiles/slurm`.
+
+- What is submitted (no cluster needed): a stand-in `sbatch` records the command that the real
+  executor plugin builds for each group, for several parallelism settings.
+- A real single-node Slurm cluster (tests/slurm/start_cluster.sh: slurmctld, slurmd, slurmdbd
+  and MariaDB, 8 CPUs and 2 fake GPUs advertised) with the dummy engine: one Slurm job per
+  chunk group, `scancel` mid-run, an engine crash retried by the profile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, Workflow, base_config, check_rows_exactly_once, write_prompts
+
+PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
+START_CLUSTER = REPO / "tests" / "slurm" / "start_cluster.sh"
+
+
+def site_profile(folder: Path, **changes: object) -> Path:
+    """A copy of profiles/slurm edited the way a site would: here, for the small test node
+    (1 CPU and 1 GB per GPU, 10-minute jobs) and short status polling."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    profile["set-resources"]["serve_model"].update(cpus_per_gpu=1, mem_mb_per_cpu=1000, runtime=10)
+    profile["default-resources"]["runtime"] = 10
+    profile["slurm-init-seconds-before-status-checks"] = 2
+    profile["seconds-between-status-checks"] = 2
+    profile["latency-wait"] = 5
+    profile.update(changes)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+# -- what is submitted (a stand-in sbatch; no cluster) -----------------------------------------
+
+FAKE_SBATCH = """#!/bin/sh
+printf '%s\\n' "$*" >> "$SBATCH_RECORD"
+echo "sbatch: error: recorded by the dataforge test, not submitted" >&2
+exit 1
+"""
+
+
+def submitted(wf: Workflow, tmp_path: Path, engine: dict) -> list[str]:
+    """The sbatch command lines the real plugin builds for a 4-chunk run (2 per server)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    record = tmp_path / "sbatch.txt"
+    record.unlink(missing_ok=True)
+    config = base_config(
+        write_prompts(wf.workdir / "in.parquet", 40),
+        chunks={"size": 10, "per_server": 2},
+        engine=engine,
+    )
+    wf.configure(config)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SBATCH_RECORD": str(record)}
+    proc = subprocess.run(
+        wf.command(
+            "--profile",
+            str(PROFILE.parent),
+            "--retries",
+            "0",
+            # Snakemake leaves only after the current status-poll sleep (20 s in the profile)
+            "--seconds-between-status-checks",
+            "1",
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+        ),
+        cwd=wf.workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0, "the stand-in sbatch refuses every job"
+    assert record.exists(), proc.stderr[-3000:]
+    return record.read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("engine", "expected", "absent"),
+    [
+        ({}, ["--gpus=1", "--cpus-per-gpu=8", "--nodes=1"], ["--gres"]),
+        ({"tensor_parallel_size": 2, "pipeline_parallel_size": 2}, ["--gpus=4"], ["--gres"]),
+        ({"tensor_parallel_size": 2, "data_parallel_size": 4}, ["--gpus=8"], ["--gres"]),
+        (
+            {"tensor_parallel_size": 8, "pipeline_parallel_size": 2, "nodes": 2},
+            ["--gres=gpu:8", "--nodes=2", "--cpus-per-gpu=8"],
+            ["--gpus"],
+        ),
+        (
+            {"kind": "endpoint", "url": "http://127.0.0.1:9/v1"},
+            ["--cpus-per-task=1", "--nodes=1"],
+            ["--gpus", "--gres", "--cpus-per-gpu"],
+        ),
+    ],
+    ids=["1gpu", "tp2-pp2", "tp2-dp4", "tp8-pp2-2nodes", "endpoint"],
+)
+def test_each_group_is_one_sbatch_with_the_engines_gpus(
+    workflow: Workflow, tmp_path: Path, engine: dict, expected: list[str], absent: list[str]
+) -> None:
+    if shutil.which("which") is None:
+        pytest.skip("the Slurm executor plugin needs the `which` command")
+    lines = submitted(workflow, tmp_path, {"kind": "dummy", **engine})
+    assert len(lines) == 2, lines  # 4 chunks, 2 per server: one job per group, no arrays
+    for line in lines:
+        flags = line.split(" --wrap=")[0].split()
+        for flag in expected:
+            assert flag in flags, (flag, line)
+        for prefix in absent:
+            assert not any(f.startswith(prefix) for f in flags), (prefix, line)
+        # memory per CPU (grows with GPUs); the chunk jobs' 100 MB are not added to it
+        assert "--mem-per-cpu" in flags and "--mem" not in flags, line
+        assert flags[flags.index("-t") + 1] == "720"
+        assert "--array" not in line
+        # one job holds the server and its two chunks
+        assert line.count("'generate_chunk:chunk=") == 2 and "'serve_model:server=" in line
+
+
+def test_dry_run_lists_the_remaining_chunks_without_slurm(
+    workflow: Workflow, tmp_path: Path
+) -> None:
+    workflow.configure(
+        base_config(write_prompts(workflow.workdir / "in.parquet", 60), chunks={"size": 10})
+    )
+    workflow.run()  # locally: 6 chunks
+    (workflow.results / "data" / "chunk-00004.parquet").unlink()
+    env_path = tmp_path / "bin"
+    env_path.mkdir()
+    os.symlink(shutil.which("which") or "/usr/bin/which", env_path / "which")
+    # Only the venv and `which` on PATH: no Slurm command is reachable.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{env_path}"}
+    counts = workflow.job_counts("--profile", str(PROFILE.parent), env=env)
+    assert counts == {
+        "generate_chunk": 1,
+        "serve_model": 1,
+        "aggregate_stats": 1,
+        "write_dataset_card": 1,
+        "all": 1,
+    }
+
+
+# -- a real cluster -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """Start (idempotently) the single-node test cluster; skip where it cannot run."""
+    if os.geteuid() != 0:
+        pytest.skip("the test Slurm cluster needs root (it installs and starts daemons)")
+    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        pytest.skip("the test Slurm cluster needs Debian's packages (apt-get)")
+    proc = subprocess.run(["bash", str(START_CLUSTER)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.skip(f"could not start the test Slurm cluster: {proc.stderr.strip()[-500:]}")
+
+
+def sacct_jobs(workdir: Path) -> list[dict[str, str]]:
+    """This run directory's Slurm jobs, oldest first."""
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-S", "now-1hours", "-o", "JobID,State,AllocTRES,WorkDir"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    jobs = []
+    for line in out.splitlines():
+        job_id, state, tres, work = line.split("|")
+        if work == str(workdir):
+            jobs.append({"id": job_id, "state": state, "tres": tres})
+    return jobs
+
+
+def processes_in(folder: Path) -> list[str]:
+    """Command lines of the processes whose working directory is `folder`."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.readlink(proc / "cwd") == str(folder):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def slurm_run(wf: Workflow, profile: Path, *args: str) -> subprocess.Popen:
+    """Start `snakemake --profile <site copy>` in the background (output in run.log)."""
+    log = open(wf.workdir / "run.log", "a")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        wf.command("--profile", str(profile), *args),
+        cwd=wf.workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # SIGINT, not SIGTERM: Snakemake cancels its Slurm jobs only on SIGINT.
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=200)
+        raise
+
+
+def engine_starts(wf: Workflow) -> dict[str, int]:
+    return {
+        log.stem: log.read_text().count("starting engine")
+        for log in sorted((wf.workdir / "logs" / "serve_model").glob("?????.log"))
+    }
+
+
+def slow_groups_config(wf: Workflow, **engine: object) -> None:
+    """6 chunks of 20 rows, 3 per server; each chunk's requests take `latency_s` and the
+    concurrency admits one chunk at a time, so a group finishes its chunks one by one."""
+    wf.configure(
+        base_config(
+            write_prompts(wf.workdir / "in.parquet", 120),
+            chunks={"size": 20, "per_server": 3},
+            engine={"max_concurrent_requests": 20, **engine},
+        )
+    )
+
+
+@pytest.mark.slow
+def test_slurm_run_is_one_gpu_job_per_group(slurm_cluster, workflow: Workflow, tmp_path) -> None:
+    profile = site_profile(tmp_path / "site")
+    slow_groups_config(workflow, dummy={"latency_s": 0.1})
+    started = time.monotonic()
+    assert finish(slurm_run(workflow, profile, "--verbose"), timeout=300) == 0, (
+        workflow.workdir / "run.log"
+    ).read_text()[-5000:]
+    elapsed = time.monotonic() - started
+    check_rows_exactly_once(workflow, 120)
+    jobs = sacct_jobs(workflow.workdir)
+    assert [j["state"] for j in jobs] == ["COMPLETED", "COMPLETED"], jobs
+    assert all("gres/gpu=1" in j["tres"] for j in jobs), jobs
+    assert engine_starts(workflow) == {"00000": 1, "00001": 1}
+    calls = [
+        line
+        for line in (workflow.workdir / "run.log").read_text().splitlines()
+        if line.startswith("sbatch call:")
+    ]
+    assert len(calls) == 2 and all("--gpus=1 " in c for c in calls), calls
+    assert (workflow.results / "stats.json").exists() and (workflow.results / "README.md").exists()
+    print(f"slurm run of 2 groups: {elapsed:.1f} s")
+
+
+@pytest.mark.slow
+def test_scancel_is_detected_and_the_rerun_finishes_only_that_group(
+    slurm_cluster, workflow: Workflow, tmp_path
+) -> None:
+    profile = site_profile(tmp_path / "site")
+    slow_groups_config(workflow, dummy={"latency_s": 6})
+    data = workflow.results / "data"
+    proc = slurm_run(workflow, profile, "--retries", "0", "--keep-going")
+    try:
+        # Cancel group 1 once it finished one chunk (the other two are still in progress).
+        group1 = [data / f"chunk-0000{i}.parquet" for i in (3, 4, 5)]
+        wait_for(lambda: any(p.exists() for p in group1), 120, "a chunk of group 1")
+        service = json.loads((workflow.results / ".serve" / "server-00001.json").read_text())
+        assert service["slurm_job_id"], service
+        subprocess.run(["scancel", service["slurm_job_id"]], check=True)
+        cancelled = time.monotonic()
+        done_before = [p.name for p in group1 if p.exists()]
+        code = finish(proc, timeout=120)
+        detected = time.monotonic() - cancelled
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+    assert code != 0
+    assert detected < 60, f"cancel noticed after {detected:.0f} s"
+    assert len(done_before) == 1, done_before
+    names = sorted(p.name for p in data.glob("chunk-*.parquet"))
+    # group 0 finished; group 1's finished chunk was kept though its job was cancelled
+    assert names == sorted([f"chunk-0000{i}.parquet" for i in range(3)] + done_before), names
+    # Slurm stopped the group's processes (server, engine, chunk clients)
+    wait_for(lambda: not processes_in(workflow.workdir), 20, "the group's processes to end")
+    assert workflow.job_counts("--profile", str(profile)) == {
+        "generate_chunk": 2,
+        "serve_model": 1,
+        "aggregate_stats": 1,
+        "write_dataset_card": 1,
+        "all": 1,
+    }
+    before = {j["id"] for j in sacct_jobs(workflow.workdir)}
+    assert finish(slurm_run(workflow, profile), timeout=300) == 0
+    new = [j for j in sacct_jobs(workflow.workdir) if j["id"] not in before]
+    assert [j["state"] for j in new] == ["COMPLETED"], new
+    check_rows_exactly_once(workflow, 120)
+
+
+@pytest.mark.slow
+def test_an_engine_crash_is_retried_by_the_profile(
+    slurm_cluster, workflow: Workflow, tmp_path
+) -> None:
+    profile = site_profile(tmp_path / "site")
+    slow_groups_config(workflow, dummy={"latency_s": 4})
+    data = workflow.results / "data"
+    proc = slurm_run(workflow, profile)
+    try:
+        group0 = [data / f"chunk-0000{i}.parquet" for i in (0, 1, 2)]
+        wait_for(lambda: any(p.exists() for p in group0), 120, "a chunk of group 0")
+        kept = next(p.stem.removeprefix("chunk-") for p in group0 if p.exists())
+        engine_log = workflow.workdir / "logs" / "serve_model" / "00000.log"
+        port = _engine_port(engine_log.read_text())
+        subprocess.run(["pkill", "-KILL", "-f", f"dataforge.dummy --port {port}"], check=True)
+        code = finish(proc, timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+    log = (workflow.workdir / "run.log").read_text()
+    assert code == 0, log[-5000:]
+    states = [j["state"] for j in sacct_jobs(workflow.workdir)]
+    assert sorted(states) == ["COMPLETED", "COMPLETED", "FAILED"], states
+    check_rows_exactly_once(workflow, 120)
+    # The retry resubmitted group 0 whole; the chunk it had finished was kept, not redone.
+    retry_log = (workflow.workdir / "logs" / "serve_model" / "00000.log").read_text()
+    assert f"chunk {kept}: already complete, kept" in retry_log, retry_log
+    assert retry_log.count(": 20 rows (0 failed)") == 2, retry_log
+
+
+def _engine_port(serve_log: str) -> str:
+    for line in serve_log.splitlines():
+        if "starting engine" in line and "--port" in line:
+            return line.split("--port ", 1)[1].split()[0]
+    raise AssertionError(f"no engine start in the serve log:\n{serve_log}")
+
+
+def test_a_site_that_needs_an_account_stops_the_run_before_anything_runs(
+    workflow: Workflow, tmp_path: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = {
+        "scontrol": "echo 'AccountingStorageEnforce = associations,limits'\necho 'MinJobAge = 1'",
+        "sinfo": "echo 'gpu*'",
+        "sbatch": 'echo called >> "$SBATCH_RECORD"; exit 1',
+    }
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    record = tmp_path / "sbatch.txt"
+    workflow.configure(base_config(write_prompts(workflow.workdir / "in.parquet", 20)))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SBATCH_RECORD": str(record)}
+    proc = workflow.run("--profile", str(PROFILE.parent), check=False, env=env)
+    assert proc.returncode != 0
+    assert (
+        "dataforge: Slurm: this cluster requires an account (AccountingStorageEnforce = "
+        "associations,limits) and slurm_account is not set" in proc.stderr
+    ), proc.stderr[-3000:]
+    assert not record.exists() and not (workflow.results / "plan.json").exists()
+
+
+def test_site_problems_name_what_to_set() -> None:
+    from dataforge.slurm import site_problem
+
+    ok = {"scontrol_config": "AccountingStorageEnforce = none", "partitions": "debug*\ngpu"}
+    assert site_problem(account_set=False, partition_set=False, **ok) is None
+    no_default = {"scontrol_config": "", "partitions": "gpu\ncpu"}
+    message = site_problem(account_set=True, partition_set=False, **no_default)
+    assert "no default partition and slurm_partition is not set (partitions: gpu, cpu)" in message
+    assert site_problem(account_set=True, partition_set=True, **no_default) is None
