@@ -81,7 +81,7 @@ def bench_dryrun(chunks: int, per_server: int, root: Path) -> dict:
     df = root / "dryrun-dataforge"
     df.mkdir()
     write_config(df, chunks, 1, per_server)
-    run(snakemake("--cores", "1", "--configfile", "config.yaml", "results/plan.json"), df)
+    run(snakemake("results/plan.json", "--cores", "1", "--configfile", "config.yaml"), df)
     profile = ["--profile", str(REPO / "profiles" / "slurm"), "--configfile", "config.yaml"]
     run(snakemake("-n", "--quiet", *profile), df)  # first: creates the service placeholders
     dataforge = min(run(snakemake("-n", "--quiet", *profile), df) for _ in range(2))

@@ -28,6 +28,8 @@ except DataforgeError as e:
 os.environ.setdefault("DATAFORGE_PYTHON", sys.executable)
 
 PLAN = "results/plan.json"
+# GPUs and nodes of one server, from the engine config (None: not asked for).
+SERVE_RESOURCES = dfw.serve_resources(config)
 SERVE_CONFIG = (
     "results/.serve/config.json"  # read by the serve jobs, see rules/serve.smk
 )
@@ -91,15 +93,6 @@ def get_chunk_spec(wildcards):
     return json.dumps(
         dfw.chunk_spec(plan, int(wildcards.chunk), config), sort_keys=True
     )
-
-
-def get_serve_resource(name):
-    """Input function factory for the serve rule's `name` resource (GPUs, nodes)."""
-
-    def inner(wildcards):
-        return dfw.serve_resources(config)[name]
-
-    return inner
 
 
 def get_run_settings(wildcards):

@@ -17,9 +17,9 @@ rule serve_model:
     threads: 1
     resources:
         # From the engine config; CPUs, memory and runtime come from the Slurm profile.
-        gpu=get_serve_resource("gpu"),
-        gres=get_serve_resource("gres"),
-        nodes=get_serve_resource("nodes"),
+        gpu=SERVE_RESOURCES["gpu"],
+        gres=SERVE_RESOURCES["gres"],
+        nodes=SERVE_RESOURCES["nodes"],
     shell:
         "exec $DATAFORGE_PYTHON -m dataforge.serve_job --server {wildcards.server}"
         " --service-file {output.service:q} --log {log.main:q} --engine-log {log.engine:q}"

@@ -37,6 +37,23 @@ def _slurm_controller_if_installed() -> None:
         )
 
 
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """Start (idempotently) the single-node test cluster; skip where it cannot run."""
+    if os.geteuid() != 0:
+        pytest.skip("the test Slurm cluster needs root (it installs and starts daemons)")
+    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        pytest.skip("the test Slurm cluster needs Debian's packages (apt-get)")
+    proc = subprocess.run(
+        ["bash", str(REPO / "tests" / "slurm" / "start_cluster.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"could not start the test Slurm cluster: {proc.stderr.strip()[-500:]}")
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI (CI=true) a skipped integration test is a failure, not a pass."""

@@ -23,7 +23,6 @@ import yaml
 from conftest import REPO, Workflow, base_config, check_rows_exactly_once, write_prompts
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
-START_CLUSTER = REPO / "tests" / "slurm" / "start_cluster.sh"
 
 
 def site_profile(folder: Path, **changes: object) -> Path:
@@ -152,18 +151,6 @@ def test_dry_run_lists_the_remaining_chunks_without_slurm(
 
 
 # -- a real cluster -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster() -> None:
-    """Start (idempotently) the single-node test cluster; skip where it cannot run."""
-    if os.geteuid() != 0:
-        pytest.skip("the test Slurm cluster needs root (it installs and starts daemons)")
-    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
-        pytest.skip("the test Slurm cluster needs Debian's packages (apt-get)")
-    proc = subprocess.run(["bash", str(START_CLUSTER)], capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.skip(f"could not start the test Slurm cluster: {proc.stderr.strip()[-500:]}")
 
 
 def sacct_jobs(workdir: Path) -> list[dict[str, str]]:

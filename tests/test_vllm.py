@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, Workflow
 from test_e2e import check_rows_exactly_once, engine_processes, wait_no_engines
+from test_slurm import finish, sacct_jobs, site_profile, slurm_run
 
 ENGINE_PYTHON = REPO / ".venv-engine" / "bin" / "python"
 
@@ -244,3 +245,36 @@ def test_prompts_longer_than_the_context_are_cut_by_tokens(
     assert short_gen["prompt_tokens"] < 80  # system + template + chat template + 2 words
     stats = wf.stats()
     assert stats["rows_prompt_truncated"] == 1
+
+
+@pytest.mark.slow
+def test_vllm_on_the_slurm_cluster(
+    slurm_cluster, workflow: Workflow, tiny_model: Path, tmp_path: Path
+) -> None:
+    """vLLM's CPU build as the server of one Slurm job (2 chunks, one model load)."""
+    wf = workflow
+    path = wf.workdir / "in.jsonl"
+    path.write_text(
+        "".join(json.dumps({"id": f"r{i}", "prompt": f"question {i}?"}) + "\n" for i in range(200))
+    )
+    wf.configure(
+        {
+            "input": {"dataset": str(path)},
+            "model": {"name": str(tiny_model), "max_context": 512},
+            "engine": {"kind": "vllm"},
+            "sampling": {"max_tokens": 16, "seed": 0},
+            "chunks": {"size": 100, "per_server": 2},
+        }
+    )
+    started = time.monotonic()
+    proc = slurm_run(wf, site_profile(tmp_path / "site"))
+    assert finish(proc, timeout=600) == 0, (wf.workdir / "run.log").read_text()[-5000:]
+    elapsed = time.monotonic() - started
+    rows = wf.table()
+    assert sorted(rows.column("row").to_pylist()) == list(range(200))
+    assert rows.column("error").to_pylist() == [None] * 200
+    assert [j["state"] for j in sacct_jobs(wf.workdir)] == ["COMPLETED"]
+    log = (wf.workdir / "logs" / "serve_model" / "00000.log").read_text()
+    assert log.count("engine ready") == 1
+    assert wait_no_engines() == [] and vllm_processes() == [], "no engine left behind"
+    print(f"vLLM on Slurm, 200 rows in one job: {elapsed:.1f} s")
