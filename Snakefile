@@ -31,3 +31,7 @@ rule all:
 
 onstart:
     check_slurm_site()
+
+
+onerror:
+    cancel_leftover_slurm_jobs()

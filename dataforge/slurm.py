@@ -7,6 +7,7 @@ group …" per job. dataforge says what to set instead, before the plan or any G
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 from dataforge.errors import ConfigError
@@ -60,3 +61,29 @@ def check_site(*, account_set: bool, partition_set: bool) -> None:
     )
     if problem:
         raise ConfigError(problem)
+
+
+def cancel_leftover_jobs(workdir: str | os.PathLike) -> list[str]:
+    """Cancel this working directory's dataforge group jobs that are still queued or running
+    when the run ends with an error or Ctrl-C, and return their ids.
+
+    The Slurm executor plugin cancels the jobs it knows as active on Ctrl-C, but while a status
+    check is in progress that list is empty, and the jobs would run on. Snakemake's lock on
+    the working directory means no other run of it owns them.
+    """
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "--me", "-o", "%i|%Z|%k"],
+            capture_output=True, text=True, timeout=60,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    here = os.path.realpath(workdir)
+    ids = []
+    for line in out.splitlines():
+        job_id, folder, comment = [*line.split("|", 2), "", ""][:3]
+        if os.path.realpath(folder) == here and "serve_model" in comment:
+            ids.append(job_id)
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True, timeout=60)
+    return ids

@@ -118,3 +118,18 @@ def check_slurm_site():
         )
     except DataforgeError as e:
         stop_with(e)
+
+
+def cancel_leftover_slurm_jobs():
+    """After an error or Ctrl-C with the Slurm executor: cancel group jobs still running."""
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name != "slurm":
+        return
+    from dataforge.slurm import cancel_leftover_jobs
+
+    cancelled = cancel_leftover_jobs(os.getcwd())
+    if cancelled:
+        print(
+            f"dataforge: cancelled Slurm jobs still running: {' '.join(cancelled)}",
+            file=sys.stderr,
+        )

@@ -25,11 +25,13 @@ from conftest import REPO, Workflow, base_config, check_rows_exactly_once, write
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 
 
-def site_profile(folder: Path, **changes: object) -> Path:
+def site_profile(folder: Path, serve_runtime: int = 10, **changes: object) -> Path:
     """A copy of profiles/slurm edited the way a site would: here, for the small test node
     (1 CPU and 1 GB per GPU, 10-minute jobs) and short status polling."""
     profile = yaml.safe_load(PROFILE.read_text())
-    profile["set-resources"]["serve_model"].update(cpus_per_gpu=1, mem_mb_per_cpu=1000, runtime=10)
+    profile["set-resources"]["serve_model"].update(
+        cpus_per_gpu=1, mem_mb_per_cpu=1000, runtime=serve_runtime
+    )
     profile["default-resources"]["runtime"] = 10
     profile["slurm-init-seconds-before-status-checks"] = 2
     profile["seconds-between-status-checks"] = 2
@@ -369,3 +371,83 @@ def test_site_problems_name_what_to_set() -> None:
     message = site_problem(account_set=True, partition_set=False, **no_default)
     assert "no default partition and slurm_partition is not set (partitions: gpu, cpu)" in message
     assert site_problem(account_set=True, partition_set=True, **no_default) is None
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_slurm_jobs(slurm_cluster, workflow: Workflow, tmp_path) -> None:
+    profile = site_profile(tmp_path / "site")
+    slow_groups_config(workflow, dummy={"latency_s": 30})
+    proc = slurm_run(workflow, profile)
+    try:
+        wait_for(
+            lambda: (
+                time.sleep(1)
+                or [j["state"] for j in sacct_jobs(workflow.workdir)] == ["RUNNING"] * 2
+            ),
+            60,
+            "both groups running",
+        )
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert code != 0
+    wait_for(
+        lambda: all(j["state"].startswith("CANCELLED") for j in sacct_jobs(workflow.workdir)),
+        30,
+        "the jobs to be cancelled",
+    )
+    wait_for(lambda: not processes_in(workflow.workdir), 20, "the groups' processes to end")
+
+
+@pytest.mark.slow
+def test_a_group_past_its_time_limit_keeps_its_finished_chunks(
+    slurm_cluster, workflow: Workflow, tmp_path
+) -> None:
+    """3 chunks of ~25 s each in a job limited to 1 minute: Slurm stops it (TIMEOUT) after
+    about two chunks, and the profile's retry generates only the rest."""
+    profile = site_profile(tmp_path / "site", serve_runtime=1)
+    config = base_config(
+        write_prompts(workflow.workdir / "in.parquet", 60),
+        chunks={"size": 20, "per_server": 3},
+        engine={"max_concurrent_requests": 20, "dummy": {"latency_s": 25}},
+    )
+    workflow.configure(config)
+    proc = slurm_run(workflow, profile)
+    assert finish(proc, timeout=400) == 0, (workflow.workdir / "run.log").read_text()[-5000:]
+    states = [j["state"] for j in sacct_jobs(workflow.workdir)]
+    assert states == ["TIMEOUT", "COMPLETED"], states
+    check_rows_exactly_once(workflow, 60)
+    retry_log = (workflow.workdir / "logs" / "serve_model" / "00000.log").read_text()
+    kept = retry_log.count("already complete, kept")
+    assert kept >= 1 and kept + retry_log.count("20 rows (0 failed)") == 3, retry_log
+
+
+def test_leftover_group_jobs_of_the_directory_are_cancelled(slurm_cluster, tmp_path) -> None:
+    """The onerror safety net: after Ctrl-C or an error, dataforge cancels this directory's
+    group jobs that the plugin missed, and nothing else."""
+    from dataforge.slurm import cancel_leftover_jobs
+
+    def submit(comment: str) -> str:
+        return subprocess.run(
+            ["sbatch", "--parsable", "-D", str(tmp_path), "--comment", comment, "-o", "/dev/null",
+             "--wrap", "sleep 120"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    ours = submit("rule_abc_generate_chunk_serve_model")
+    other = submit("rule_something_else")
+    try:
+        assert cancel_leftover_jobs(tmp_path) == [ours]
+
+        def state(job: str) -> str:
+            return subprocess.run(
+                ["sacct", "-X", "-n", "-P", "-j", job, "-o", "State"],
+                capture_output=True, text=True,
+            ).stdout.strip()  # fmt: skip
+
+        wait_for(lambda: state(ours).startswith("CANCELLED"), 30, "the group job to be cancelled")
+        assert not state(other).startswith("CANCELLED")
+    finally:
+        subprocess.run(["scancel", ours, other], capture_output=True)
