@@ -1,0 +1,132 @@
+"""Publishing to the Hub, against a loopback fake Hub (tests/fakehub.py) that the real
+huggingface_hub and datasets clients talk to over HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import Workflow, base_config, check_rows_exactly_once, write_prompts
+from fakehub import FakeHub
+
+USERS = {"tok-write": ("alice", "write"), "tok-read": ("alice", "read")}
+
+
+@pytest.fixture
+def hub():
+    hub = FakeHub(USERS).start()
+    yield hub
+    hub.stop()
+
+
+def hub_env(hub: FakeHub, tmp_path: Path, token: str | None = "tok-write") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    return {**env, **hub.env(token), "HF_HOME": str(tmp_path / "hf-home")}
+
+
+def configure(wf: Workflow, rows: int, size: int, **output: object) -> None:
+    wf.configure(
+        base_config(
+            write_prompts(wf.workdir / "in.parquet", rows),
+            chunks={"size": size, "per_server": 25},
+            output={"repo": "ds", **output},
+        )
+    )
+
+
+def test_publish_batches_commits_and_a_rerun_commits_nothing(
+    workflow: Workflow, hub: FakeHub, tmp_path: Path
+) -> None:
+    configure(workflow, rows=100, size=2)  # 50 chunks
+    env = hub_env(hub, tmp_path)
+    workflow.run(env=env, timeout=300)
+    check_rows_exactly_once(workflow, 100)
+    assert hub.repos["alice/ds"].private is True  # output.private defaults to true
+    commits = hub.commits("alice/ds")
+    assert 1 <= len(commits) <= 3, commits
+    remote = hub.files("alice/ds")
+    local = {
+        str(p.relative_to(workflow.results)): p.read_bytes()
+        for p in [
+            *workflow.chunks(),
+            workflow.results / "stats.json",
+            workflow.results / "README.md",
+        ]
+    }
+    assert len(local) == 52 and remote == local  # every file, byte for byte
+    # Nothing changed: Snakemake has nothing to do, and a forced publish sends no commit.
+    assert workflow.job_counts(env=env) == {}
+    workflow.run("--forcerun", "publish", env=env)
+    assert len(hub.commits("alice/ds")) == len(commits)
+    # One chunk regenerated: one more commit with that chunk, stats and card only.
+    (workflow.results / "data" / "chunk-00007.parquet").unlink()
+    workflow.run(env=env)
+    assert len(hub.commits("alice/ds")) == len(commits) + 1
+    assert set(hub.commits("alice/ds")[-1]["paths"]) <= {
+        "data/chunk-00007.parquet", "stats.json", "README.md"
+    }  # fmt: skip
+
+
+def test_a_429_on_the_commit_is_retried(workflow: Workflow, hub: FakeHub, tmp_path: Path) -> None:
+    configure(workflow, rows=20, size=10, private=False)
+    hub.fail("POST", "/commit/", 429, times=1, retry_after=1)
+    workflow.run(env=hub_env(hub, tmp_path))
+    assert ("POST", "/api/datasets/alice/ds/commit/main", 429) in hub.requests
+    assert len(hub.commits("alice/ds")) == 1
+    assert hub.repos["alice/ds"].private is False
+    log = (workflow.workdir / "logs" / "publish.log").read_text()
+    assert "HTTP 429 from the Hub, retrying in 1.0 s" in log
+
+
+@pytest.mark.parametrize(
+    ("token", "repo", "message"),
+    [
+        (None, "ds", "output.repo is 'ds' but no Hugging Face token was found: set HF_TOKEN"),
+        ("tok-bad", "ds", "the Hugging Face token was refused (HTTP 401): check HF_TOKEN"),
+        ("tok-read", "ds", "the Hugging Face token of 'alice' is read-only, it cannot publish"),
+        ("tok-write", "bob/ds", "output.repo 'bob/ds' belongs to 'bob', which the token of"),
+    ],
+    ids=["no-token", "invalid", "read-only", "other-owner"],
+)
+def test_hub_problems_stop_the_run_before_any_job(
+    workflow: Workflow, hub: FakeHub, tmp_path: Path, token: str | None, repo: str, message: str
+) -> None:
+    configure(workflow, rows=20, size=10, repo=repo)
+    proc = workflow.run(check=False, env=hub_env(hub, tmp_path, token))
+    assert proc.returncode != 0
+    assert f"dataforge: {message}" in proc.stderr, proc.stderr[-3000:]
+    assert not (workflow.results / "plan.json").exists()  # not even the plan ran
+    assert hub.commits("alice/ds") == [] and "bob/ds" not in hub.repos
+    if token:
+        assert token not in proc.stdout + proc.stderr  # the token is never printed
+
+
+def test_the_published_card_loads_and_its_configs_resolve(
+    workflow: Workflow, hub: FakeHub, tmp_path: Path
+) -> None:
+    configure(workflow, rows=30, size=10)
+    env = hub_env(hub, tmp_path)
+    workflow.run(env=env)
+    code = (
+        "import datasets, json\n"
+        "from huggingface_hub import DatasetCard\n"
+        "card = DatasetCard.load('alice/ds', repo_type='dataset')\n"
+        "ds = datasets.load_dataset('alice/ds', split='train')\n"
+        "print(json.dumps({'configs': card.data.configs, 'rows': sorted(ds['row'])}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["configs"][0]["data_files"][0]["path"] == "data/*.parquet"
+    assert out["rows"] == list(range(30))
+    # the token is in no file the run wrote
+    for path in workflow.workdir.rglob("*"):
+        if path.is_file() and path.suffix in {".json", ".md", ".log", ".yaml", ".parquet"}:
+            assert b"tok-write" not in path.read_bytes(), path
