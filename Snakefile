@@ -11,6 +11,7 @@ include: "rules/plan.smk"
 include: "rules/serve.smk"
 include: "rules/generate.smk"
 include: "rules/aggregate.smk"
+include: "rules/publish.smk"
 
 
 wildcard_constraints:
@@ -27,10 +28,15 @@ rule all:
         get_chunk_files("results/data/chunk-{chunk}.parquet"),
         "results/stats.json",
         "results/README.md",
+        # Published to output.repo when one is set.
+        branch(
+            lookup(dpath="output/repo", within=config), then="results/.published.json"
+        ),
 
 
 onstart:
     check_slurm_site()
+    check_hub_output()
 
 
 onerror:

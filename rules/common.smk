@@ -133,3 +133,16 @@ def cancel_leftover_slurm_jobs():
             f"dataforge: cancelled Slurm jobs still running: {' '.join(cancelled)}",
             file=sys.stderr,
         )
+
+
+def check_hub_output():
+    """With output.repo set: check the token can write there (creating the repo) before any
+    job runs, so that a Hub problem shows now and not after the GPU work."""
+    if not config["output"]["repo"]:
+        return
+    from dataforge.hub import check_output_repo
+
+    try:
+        check_output_repo(config["output"]["repo"], config["output"]["private"])
+    except DataforgeError as e:
+        stop_with(e)
