@@ -108,12 +108,14 @@ def with_retries(
     raise AssertionError("unreachable")
 
 
-def publish(results: Path, repo_id: str, message: str) -> dict[str, Any]:
-    """Upload the results; return what was committed (commit ids, files sent)."""
+def publish(
+    results: Path, repo_id: str, message: str, files: list[Path] | None = None
+) -> dict[str, Any]:
+    """Upload the results (or just `files`); return what was committed."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi()
-    files = files_to_publish(results)
+    files = files_to_publish(results) if files is None else files
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
         raise HubError(f"cannot publish: missing {', '.join(missing)}")
@@ -136,3 +138,32 @@ def publish(results: Path, repo_id: str, message: str) -> dict[str, Any]:
     url = f"{api.endpoint}/datasets/{repo_id}"
     log.info("published %d files to %s (commits: %s)", len(files), url, commits)
     return {"repo": repo_id, "url": url, "commits": commits, "files": len(files)}
+
+
+class PartialPublisher:
+    """Publishes the chunk files finished so far, each time `every` more are done, from a
+    thread of the submitting process (local and Slurm runs alike: it only reads
+    results/data/, where every file that exists is complete)."""
+
+    def __init__(self, results: Path, repo_id: str, every: int, poll_s: float = 5.0) -> None:
+        import threading
+
+        self.results, self.repo_id, self.every, self.poll_s = results, repo_id, every, poll_s
+        self.published = len(list((results / "data").glob("chunk-*.parquet")))
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.loop, name="dataforge-publish", daemon=True)
+
+    def start(self) -> PartialPublisher:
+        self.thread.start()
+        return self
+
+    def loop(self) -> None:
+        while not self.stopped.wait(self.poll_s):
+            done = sorted((self.results / "data").glob("chunk-*.parquet"))
+            if len(done) - self.published < self.every:
+                continue
+            try:
+                publish(self.results, self.repo_id, f"dataforge: {len(done)} chunks so far", done)
+                self.published = len(done)
+            except Exception as e:  # never stop the run for a partial publish
+                log.warning("partial publish to %s failed: %s", self.repo_id, e)

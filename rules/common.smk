@@ -143,6 +143,11 @@ def check_hub_output():
     from dataforge.hub import check_output_repo
 
     try:
-        check_output_repo(config["output"]["repo"], config["output"]["private"])
+        repo_id = check_output_repo(config["output"]["repo"], config["output"]["private"])
     except DataforgeError as e:
         stop_with(e)
+    every = config["output"]["publish_every_chunks"]
+    if every:
+        from dataforge.hub import PartialPublisher
+
+        PartialPublisher(Path("results"), repo_id, every).start()

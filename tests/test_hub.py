@@ -130,3 +130,75 @@ def test_the_published_card_loads_and_its_configs_resolve(
     for path in workflow.workdir.rglob("*"):
         if path.is_file() and path.suffix in {".json", ".md", ".log", ".yaml", ".parquet"}:
             assert b"tok-write" not in path.read_bytes(), path
+
+
+def test_hub_input_by_config_split_and_pinned_revision(
+    workflow: Workflow, hub: FakeHub, tmp_path: Path
+) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    def parquet(n: int) -> bytes:
+        return write_prompts(tmp_path / f"src-{n}.parquet", n).read_bytes()
+
+    card = (
+        "---\nconfigs:\n- config_name: small\n  data_files:\n"
+        "  - split: train\n    path: small/train.parquet\n"
+        "  - split: test\n    path: small/test.parquet\n"
+        "- config_name: big\n  data_files:\n  - split: train\n    path: big/train.parquet\n---\n"
+    )
+    files = {"README.md": card.encode(), "small/train.parquet": parquet(30),
+             "small/test.parquet": parquet(7), "big/train.parquet": parquet(50)}  # fmt: skip
+    first = hub.add_repo("bob/prompts", files)
+    hub.add_repo("bob/prompts", {"small/train.parquet": parquet(40)})  # the dataset moves on
+    pinned = {"dataset": "bob/prompts", "config": "small", "split": "train", "revision": first}
+    workflow.configure(base_config(tmp_path / "unused.parquet", input=pinned, chunks={"size": 8}))
+    env = hub_env(hub, tmp_path, token=None)  # a public dataset needs no token
+    workflow.run(env=env, timeout=300)
+    plan = json.loads((workflow.results / "plan.json").read_text())
+    assert plan["source"]["revision"] == first and plan["rows"] == 30
+    expected = pq.read_table(tmp_path / "src-30.parquet")
+    check_rows_exactly_once(workflow, 30)
+    table = workflow.table().sort_by("row")
+    assert table.column("prompt").to_pylist() == expected.column("prompt").to_pylist()
+    # Unpinned, the plan records the commit it resolved; the Hub moving on later changes nothing.
+    other = Workflow(tmp_path / "unpinned")
+    other.workdir.mkdir()
+    other.configure(
+        base_config(
+            tmp_path / "unused.parquet",
+            input={"dataset": "bob/prompts", "config": "small", "split": "test"},
+        )
+    )
+    other.run(env=env, timeout=300)
+    latest = hub.repos["bob/prompts"].commits[-1][0]
+    assert json.loads((other.results / "plan.json").read_text())["source"]["revision"] == latest
+    hub.add_repo("bob/prompts", {"small/test.parquet": parquet(9)})
+    assert other.job_counts(env=env) == {}
+    check_rows_exactly_once(other, 7)
+
+
+def test_partial_results_are_published_during_the_run(
+    workflow: Workflow, hub: FakeHub, tmp_path: Path
+) -> None:
+    # 12 chunks finishing one after another over ~12 s (1 s per request, one chunk at a time);
+    # the publisher looks every 5 s and commits once 3 more chunks are done.
+    workflow.configure(
+        base_config(
+            write_prompts(workflow.workdir / "in.parquet", 60),
+            chunks={"size": 5, "per_server": 12},
+            engine={"max_concurrent_requests": 5, "dummy": {"latency_s": 1}},
+            output={"repo": "ds", "publish_every_chunks": 3},
+        )
+    )
+    workflow.run(env=hub_env(hub, tmp_path), timeout=300)
+    commits = hub.commits("alice/ds")
+    partial, final = commits[:-1], commits[-1]
+    assert partial, commits
+    for c in partial:
+        assert c["summary"].endswith("chunks so far")
+        assert all(p.startswith("data/chunk-") for p in c["paths"]), c
+    assert len(partial[0]["paths"]) < 12  # published before the run ended
+    assert "README.md" in final["paths"] and "stats.json" in final["paths"]
+    assert len(hub.files("alice/ds")) == 14
