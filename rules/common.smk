@@ -143,7 +143,9 @@ def check_hub_output():
     from dataforge.hub import check_output_repo
 
     try:
-        repo_id = check_output_repo(config["output"]["repo"], config["output"]["private"])
+        repo_id = check_output_repo(
+            config["output"]["repo"], config["output"]["private"]
+        )
     except DataforgeError as e:
         stop_with(e)
     every = config["output"]["publish_every_chunks"]
