@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,11 @@ def write_chunk(table: pa.Table, path: str | Path) -> None:
 
 
 class TokenSummary:
-    """Count, total, min, max and a fixed-bin histogram of token counts; mergeable."""
+    """Count, total, min, max, exact percentiles and a fixed-bin histogram of token counts;
+    mergeable (the sidecars carry the exact value counts, at most one entry per distinct
+    token count)."""
+
+    QUANTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
 
     def __init__(self) -> None:
         self.n = 0
@@ -79,6 +84,7 @@ class TokenSummary:
         self.min: int | None = None
         self.max: int | None = None
         self.hist = [0] * (len(TOKEN_BIN_EDGES) - 1)
+        self.counts: Counter[int] | None = Counter()  # None: merged from a sidecar without
 
     def add(self, value: int | None) -> None:
         if value is None:
@@ -88,6 +94,8 @@ class TokenSummary:
         self.min = value if self.min is None else min(self.min, value)
         self.max = value if self.max is None else max(self.max, value)
         self.hist[_bin(value)] += 1
+        if self.counts is not None:
+            self.counts[value] += 1
 
     def merge(self, other: dict[str, Any]) -> None:
         if not other.get("n"):
@@ -97,16 +105,36 @@ class TokenSummary:
         self.min = other["min"] if self.min is None else min(self.min, other["min"])
         self.max = other["max"] if self.max is None else max(self.max, other["max"])
         self.hist = [a + b for a, b in zip(self.hist, other["hist"], strict=True)]
+        if self.counts is not None and "counts" in other:
+            self.counts.update({int(k): v for k, v in other["counts"].items()})
+        else:
+            self.counts = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
+    def quantile(self, q: float) -> int | None:
+        """The nearest-rank quantile: the smallest value with at least q*n values at or below
+        it (numpy's `percentile(..., method="inverted_cdf")`)."""
+        if not self.n or self.counts is None:
+            return None
+        rank, seen = max(1, math.ceil(q * self.n)), 0
+        for value in sorted(self.counts):
+            seen += self.counts[value]
+            if seen >= rank:
+                return value
+        return self.max
+
+    def as_dict(self, with_counts: bool = False) -> dict[str, Any]:
+        out = {
             "n": self.n,
             "total": self.total,
             "mean": self.total / self.n if self.n else None,
             "min": self.min,
             "max": self.max,
+            **{name: self.quantile(q) for name, q in self.QUANTILES},
             "hist": self.hist,
         }
+        if with_counts and self.counts is not None:
+            out["counts"] = {str(k): v for k, v in sorted(self.counts.items())}
+        return out
 
 
 def _bin(value: int) -> int:
@@ -141,6 +169,6 @@ def chunk_stats(
         "rollouts": sum(len(g) for g in generations),
         "finish_reasons": dict(finish),
         "requests": dict(request_counts),
-        "prompt_tokens": prompt_tokens.as_dict(),
-        "completion_tokens": completion_tokens.as_dict(),
+        "prompt_tokens": prompt_tokens.as_dict(with_counts=True),
+        "completion_tokens": completion_tokens.as_dict(with_counts=True),
     }

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -66,6 +67,10 @@ def test_full_run_writes_every_row_once_with_its_own_answer(done_run: Workflow) 
     assert stats["rows"] == 2000 and stats["rows_failed"] == 0 and stats["chunks"] == 4
     completion = sum(g[0]["completion_tokens"] for g in table.column("generations").to_pylist())
     assert stats["completion_tokens"]["total"] == completion
+    lengths = [g[0]["completion_tokens"] for g in table.column("generations").to_pylist()]
+    for name, q in (("p50", 50), ("p90", 90), ("p99", 99)):  # exact, nearest rank
+        assert stats["completion_tokens"][name] == np.percentile(lengths, q, method="inverted_cdf")
+    assert "counts" not in stats["completion_tokens"]  # sidecars only
     assert stats["requests"]["requests"] == 2000
     assert stats["rows_truncated"] == sum(
         g[0]["finish_reason"] == "length" for g in table.column("generations").to_pylist()

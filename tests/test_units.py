@@ -205,8 +205,8 @@ def test_token_summary_merges_exactly() -> None:
         (a if i % 2 else b).add(v)
         whole.add(v)
     merged = TokenSummary()
-    merged.merge(a.as_dict())
-    merged.merge(b.as_dict())
+    merged.merge(a.as_dict(with_counts=True))
+    merged.merge(b.as_dict(with_counts=True))
     assert merged.as_dict() == whole.as_dict()
     assert whole.as_dict()["n"] == 6 and whole.as_dict()["max"] == 70000
     assert sum(whole.hist) == 6
@@ -223,3 +223,36 @@ def test_sigterm_reaches_no_zombie() -> None:
     assert b"listening" in proc.stdout.readline()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=5) == 0
+
+
+def test_token_percentiles_are_exact_and_merge_in_any_order() -> None:
+    import random
+
+    import numpy as np
+
+    from dataforge.output import TokenSummary
+
+    rng = random.Random(7)
+    values = [rng.choice([1, 2, 3, 50, 51, 400, 4000]) + rng.randrange(30) for _ in range(5000)]
+    whole = TokenSummary()
+    for v in values:
+        whole.add(v)
+    got = whole.as_dict()
+    for name, q in TokenSummary.QUANTILES:
+        assert got[name] == int(np.percentile(values, q * 100, method="inverted_cdf")), name
+    parts = []
+    for i in range(0, len(values), 700):
+        part = TokenSummary()
+        for v in values[i : i + 700]:
+            part.add(v)
+        parts.append(part.as_dict(with_counts=True))
+    for _ in range(3):
+        rng.shuffle(parts)
+        merged = TokenSummary()
+        for p in parts:
+            merged.merge(p)
+        assert merged.as_dict() == got
+    # a sidecar without value counts (an older run) leaves the percentiles unknown, not wrong
+    legacy = TokenSummary()
+    legacy.merge({k: v for k, v in parts[0].items() if k != "counts"})
+    assert legacy.as_dict()["p50"] is None and legacy.as_dict()["n"] == parts[0]["n"]
