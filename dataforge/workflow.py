@@ -28,10 +28,10 @@ def check_parallelism(config: dict[str, Any], basedir: Path) -> None:
     (checked when the model is a local folder; a Hub id is not fetched at parse time)."""
     import json
 
-    from dataforge.engines import resolve_model
+    from dataforge.engines import resolve_model, server_gpus
 
     e = config["engine"]
-    total = e["tensor_parallel_size"] * e["pipeline_parallel_size"] * e["data_parallel_size"]
+    total = server_gpus(config)
     if total % e["nodes"]:
         raise ConfigError(
             f"config: engine.nodes ({e['nodes']}) must divide tensor x pipeline x data parallel "

@@ -100,11 +100,16 @@ def get_run_settings(wildcards):
     return dfw.run_settings(config, workflow.basedir)
 
 
+def on_slurm():
+    """Whether this run submits its jobs through the Slurm executor (known from onstart on)."""
+    plugin = workflow.executor_plugin
+    return plugin is not None and plugin.name == "slurm"
+
+
 def check_slurm_site():
     """With the Slurm executor: stop before anything runs when the site needs an account or
     partition that the profile does not set (see dataforge/slurm.py)."""
-    plugin = workflow.executor_plugin
-    if plugin is None or plugin.name != "slurm":
+    if not on_slurm():
         return
     settings = workflow.resource_settings
     given = set(settings.default_resources or {})
@@ -122,8 +127,7 @@ def check_slurm_site():
 
 def cancel_leftover_slurm_jobs():
     """After an error or Ctrl-C with the Slurm executor: cancel group jobs still running."""
-    plugin = workflow.executor_plugin
-    if plugin is None or plugin.name != "slurm":
+    if not on_slurm():
         return
     from dataforge.slurm import cancel_leftover_jobs
 

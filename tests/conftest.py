@@ -24,17 +24,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a test that takes more than ~10 s")
 
 
+def start_test_cluster() -> subprocess.CompletedProcess:
+    """Run tests/slurm/start_cluster.sh (idempotent: ~0.2 s when the cluster is up)."""
+    return subprocess.run(
+        ["bash", str(REPO / "tests" / "slurm" / "start_cluster.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _slurm_controller_if_installed() -> None:
     """Where the Slurm client tools are installed (the Slurm tests install them), make sure
     the test cluster runs: with no controller answering, the executor plugin makes every
     `snakemake` command wait ~10 s at start-up (`scontrol show config` at import)."""
     if shutil.which("scontrol") and os.geteuid() == 0:
-        subprocess.run(
-            ["bash", str(REPO / "tests" / "slurm" / "start_cluster.sh")],
-            capture_output=True,
-            timeout=300,
-        )
+        start_test_cluster()
 
 
 @pytest.fixture(scope="session")
@@ -44,12 +50,7 @@ def slurm_cluster() -> None:
         pytest.skip("the test Slurm cluster needs root (it installs and starts daemons)")
     if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
         pytest.skip("the test Slurm cluster needs Debian's packages (apt-get)")
-    proc = subprocess.run(
-        ["bash", str(REPO / "tests" / "slurm" / "start_cluster.sh")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = start_test_cluster()
     if proc.returncode != 0:
         pytest.skip(f"could not start the test Slurm cluster: {proc.stderr.strip()[-500:]}")
 
@@ -135,6 +136,18 @@ class Workflow:
             "--configfile",
             str(self.configfile),
         ]
+
+    def start(self, *args: str, log: Path | None = None) -> subprocess.Popen:
+        """Start snakemake in the background, in its own process group (so that a test can
+        signal the whole run), its output appended to `log` or discarded."""
+        out = open(log, "a") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with the run
+        return subprocess.Popen(
+            self.command(*args),
+            cwd=self.workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def run(
         self,

@@ -132,13 +132,7 @@ def test_kill_9_then_rerun_completes_every_row_exactly_once(workflow: Workflow) 
         engine={"max_concurrent_requests": 16, "dummy": {"latency_s": 0.05}},
     )
     wf.configure(config)
-    proc = subprocess.Popen(
-        wf.command(),
-        cwd=wf.workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = wf.start()
     deadline = time.monotonic() + 120
     while len(wf.chunks()) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -386,9 +380,7 @@ def test_engine_killed_mid_chunk_fails_fast_and_the_rerun_completes(workflow: Wo
         engine={"max_concurrent_requests": 4, "dummy": {"latency_s": 0.02}},
     )
     wf.configure(config)
-    proc = subprocess.Popen(
-        wf.command(), cwd=wf.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = wf.start()
     serve_log = wf.workdir / "logs" / "serve_model" / "00000.log"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and "engine ready" not in _read(serve_log):

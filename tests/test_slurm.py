@@ -193,14 +193,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 def slurm_run(wf: Workflow, profile: Path, *args: str) -> subprocess.Popen:
     """Start `snakemake --profile <site copy>` in the background (output in run.log)."""
-    log = open(wf.workdir / "run.log", "a")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        wf.command("--profile", str(profile), *args),
-        cwd=wf.workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    return wf.start("--profile", str(profile), *args, log=wf.workdir / "run.log")
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> int:

@@ -62,10 +62,7 @@ def test_status_during_and_after_a_run_with_an_eta_within_20_percent(workflow: W
             engine={"max_concurrent_requests": 5, "dummy": {"latency_s": 2}},
         )
     )
-    proc = subprocess.Popen(
-        workflow.command(), cwd=workflow.workdir, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = workflow.start()
     try:
         data = workflow.results / "data"
         deadline = time.monotonic() + 120

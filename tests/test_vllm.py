@@ -186,13 +186,7 @@ def test_no_vllm_process_outlives_an_interrupted_run(
             "chunks": {"size": 100, "per_server": 4},
         }
     )
-    proc = subprocess.Popen(
-        wf.command(),
-        cwd=wf.workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = wf.start()
     serve_log = wf.workdir / "logs" / "serve_model" / "00000.log"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
