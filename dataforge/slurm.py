@@ -8,6 +8,7 @@ group …" per job. dataforge says what to set instead, before the plan or any G
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 
 from dataforge.errors import ConfigError
@@ -43,9 +44,21 @@ def site_problem(
     return None
 
 
+# What the executor plugin runs: without one of them it stops submitting with an exception
+# in its own thread, and Snakemake then waits forever instead of failing.
+SLURM_COMMANDS = ("sbatch", "squeue", "sacct", "scancel")
+
+
 def check_site(*, account_set: bool, partition_set: bool) -> None:
-    """Raise ConfigError when the site needs an account or partition that is not set.
-    Where the Slurm commands do not answer, the plugin's own errors follow instead."""
+    """Raise ConfigError when the Slurm client commands are missing, or when the site needs
+    an account or partition that is not set. Where the Slurm commands do not answer, the
+    plugin's own errors follow instead."""
+    missing = [cmd for cmd in SLURM_COMMANDS if shutil.which(cmd) is None]
+    if missing:
+        raise ConfigError(
+            f"Slurm: {', '.join(missing)} not found on PATH: run the Slurm profile on a "
+            "machine with Slurm's client commands (a login node), or run without it"
+        )
 
     def run(*cmd: str) -> str:
         try:

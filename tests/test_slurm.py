@@ -49,14 +49,18 @@ printf '%s\\n' "$*" >> "$SBATCH_RECORD"
 echo "sbatch: error: recorded by the dataforge test, not submitted" >&2
 exit 1
 """
+# The plugin also asks sacct (for an account), squeue and scancel: on a machine without
+# Slurm these answer with nothing.
+FAKE_QUIET = "#!/bin/sh\nexit 0\n"
 
 
 def submitted(wf: Workflow, tmp_path: Path, engine: dict) -> list[str]:
     """The sbatch command lines the real plugin builds for a 4-chunk run (2 per server)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
-    (bin_dir / "sbatch").chmod(0o755)
+    for name in ("sbatch", "sacct", "squeue", "scancel"):
+        (bin_dir / name).write_text(FAKE_SBATCH if name == "sbatch" else FAKE_QUIET)
+        (bin_dir / name).chmod(0o755)
     record = tmp_path / "sbatch.txt"
     record.unlink(missing_ok=True)
     config = base_config(
@@ -187,7 +191,12 @@ def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            queue = subprocess.run(
+                ["squeue", "-a", "-o", "%i %T %R %b %Z"], capture_output=True, text=True
+            ).stdout
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what}; squeue:\n{queue}"
+            )
         time.sleep(0.2)
 
 
@@ -339,6 +348,7 @@ def test_a_site_that_needs_an_account_stops_the_run_before_anything_runs(
         "scontrol": "echo 'AccountingStorageEnforce = associations,limits'\necho 'MinJobAge = 1'",
         "sinfo": "echo 'gpu*'",
         "sbatch": 'echo called >> "$SBATCH_RECORD"; exit 1',
+        **{name: "exit 0" for name in ("sacct", "squeue", "scancel")},
     }
     for name, body in fakes.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
@@ -366,6 +376,18 @@ def test_site_problems_name_what_to_set() -> None:
     assert site_problem(account_set=True, partition_set=True, **no_default) is None
 
 
+def test_missing_slurm_commands_are_named(tmp_path: Path, monkeypatch) -> None:
+    """Without Slurm's client commands the plugin would hang; dataforge names them instead."""
+    from dataforge.errors import ConfigError
+    from dataforge.slurm import check_site
+
+    (tmp_path / "sbatch").write_text("#!/bin/sh\n")
+    (tmp_path / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"Slurm: squeue, sacct, scancel not found on PATH"):
+        check_site(account_set=True, partition_set=True)
+
+
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_slurm_jobs(slurm_cluster, workflow: Workflow, tmp_path) -> None:
     profile = site_profile(tmp_path / "site")
@@ -377,7 +399,7 @@ def test_ctrl_c_cancels_the_slurm_jobs(slurm_cluster, workflow: Workflow, tmp_pa
                 time.sleep(1)
                 or [j["state"] for j in sacct_jobs(workflow.workdir)] == ["RUNNING"] * 2
             ),
-            60,
+            120,
             "both groups running",
         )
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does

@@ -145,7 +145,9 @@ if ((changed)); then
     fi
   done
 fi
-running /run/slurmctld.pid || { say "starting slurmctld"; /usr/sbin/slurmctld; }
+# -c: forget the jobs of an earlier start. Their processes died with that machine session
+# (or with the daemons); recovered, they would hold the fake GPUs and leave new jobs pending.
+running /run/slurmctld.pid || { say "starting slurmctld"; /usr/sbin/slurmctld -c; }
 running /run/slurmd.pid || { say "starting slurmd"; /usr/sbin/slurmd; }
 
 node_up() {
