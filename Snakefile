@@ -6,6 +6,10 @@ min_version("9.27")
 configfile: workflow.source_path("config/config.yaml")
 
 
+# `snakemake --report report.html`: the card's figures and the stats tables (rules/aggregate.smk)
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/plan.smk"
 include: "rules/serve.smk"
@@ -37,6 +41,7 @@ rule all:
 onstart:
     check_slurm_site()
     check_hub_output()
+    record_invocation()
 
 
 onerror:

@@ -1,7 +1,10 @@
-"""The dataset card (`README.md` of the result), rendered from `templates/dataset_card.md.j2`."""
+"""The dataset card (`README.md` of the result), rendered from `templates/dataset_card.md.j2`,
+and the stats tables page of Snakemake's report (`templates/stats_tables.html.j2`)."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +12,10 @@ import jinja2
 import yaml
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
+HUB = "https://huggingface.co"
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# engine.env values that look like secrets are not copied into the card
+SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
 
 
 def size_category(rows: int) -> str:
@@ -29,10 +36,11 @@ def sample_rows(parquet: str | Path, prompt_column: str, n: int = 3) -> list[dic
     """The first `n` rows of a chunk file, shortened for display."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(parquet, columns=[prompt_column, "generations", "error"]).slice(0, n)
+    columns = [prompt_column, "row", "generations", "error"]
+    table = pq.read_table(parquet, columns=columns).slice(0, n)
 
-    def short(value: Any, limit: int = 300) -> str:
-        text = str(value)
+    def short(value: Any, limit: int = 600) -> str:
+        text = str(value).replace("```", "'''")  # keep the card's code fences intact
         return text if len(text) <= limit else text[:limit] + " …"
 
     out = []
@@ -40,6 +48,7 @@ def sample_rows(parquet: str | Path, prompt_column: str, n: int = 3) -> list[dic
         gens = r["generations"] or []
         out.append(
             {
+                "row": r["row"],
                 "prompt": short(r[prompt_column]),
                 "completion": short(gens[0]["text"]) if gens else "",
                 "error": r["error"],
@@ -48,31 +57,165 @@ def sample_rows(parquet: str | Path, prompt_column: str, n: int = 3) -> list[dic
     return out
 
 
-def render_card(
-    stats: dict[str, Any], plan: dict[str, Any], settings: dict[str, Any], samples: list[dict]
-) -> str:
-    """The card's Markdown with YAML front matter."""
-    front = {
-        "configs": [
-            {
-                "config_name": "default",
-                "data_files": [{"split": plan["input"]["split"], "path": "data/*.parquet"}],
-            }
-        ],
-        "tags": ["synthetic", "dataforge"],
-        "task_categories": ["text-generation"],
-        "size_categories": [size_category(stats["rows"])],
-    }
+def shareable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The run's effective config for the card, with secret-looking engine.env values hidden
+    (the config holds no other secret: the endpoint key is only an environment variable's
+    name)."""
+    config = yaml.safe_load(yaml.safe_dump(config))  # a deep copy
+    env = config.get("engine", {}).get("env") or {}
+    for name in env:
+        if SECRET_NAME.search(name):
+            env[name] = "<hidden>"
+    return config
+
+
+def command_line(invocation: dict[str, Any] | None) -> str | None:
+    """`snakemake …` as it was started (recorded by the workflow's onstart)."""
+    if not invocation or not invocation.get("argv"):
+        return None
+    argv = ["snakemake", *invocation["argv"][1:]]
+    return shlex.join(argv)
+
+
+def front_matter(stats: dict[str, Any], plan: dict[str, Any], settings: dict[str, Any]) -> str:
+    source = plan["source"]
+    model = settings["model"]
+    tags = ["synthetic", "dataforge"]
+    if settings.get("model_source") == "hub" and HUB_ID.match(model):
+        tags.append(model.split("/")[-1])
+    front: dict[str, Any] = {}
+    if source.get("license"):
+        front["license"] = source["license"]
+    if source.get("language"):
+        front["language"] = source["language"]
+    front.update(
+        {
+            "tags": tags,
+            "task_categories": ["text-generation"],
+            "size_categories": [size_category(stats["rows"])],
+            "annotations_creators": ["machine-generated"],
+        }
+    )
+    if source.get("kind") == "hub":
+        front["source_datasets"] = [plan["input"]["dataset"]]
+    front["configs"] = [
+        {
+            "config_name": "default",
+            "data_files": [{"split": plan["input"]["split"], "path": "data/*.parquet"}],
+        }
+    ]
+    return yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip()
+
+
+def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        autoescape=False,
+        autoescape=jinja2.select_autoescape(["html"]),
     )
-    return env.get_template("dataset_card.md.j2").render(
-        front_matter=yaml.safe_dump(front, sort_keys=False).strip(),
-        stats=stats,
-        plan=plan,
-        settings=settings,
-        samples=samples,
+    env.globals["num"] = lambda v: "n/a" if v is None else f"{v:,}"
+    env.globals["duration"] = _duration
+    return env
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, s = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {s:02d} s"
+
+
+def render_card(
+    stats: dict[str, Any],
+    plan: dict[str, Any],
+    settings: dict[str, Any],
+    samples: list[dict],
+    *,
+    figures: dict[str, str],
+    config: dict[str, Any] | None = None,
+    invocation: dict[str, Any] | None = None,
+    repo_id: str | None = None,
+) -> str:
+    """The card's Markdown with YAML front matter. `figures` maps `completion` and `finish` to
+    the PNG paths relative to the card."""
+    model = settings["model"]
+    dataset = plan["input"]["dataset"]
+    hub_input = plan["source"].get("kind") == "hub"
+    return (
+        _environment()
+        .get_template("dataset_card.md.j2")
+        .render(
+            front_matter=front_matter(stats, plan, settings),
+            title=f"Dataset card for {repo_id}" if repo_id else "Synthetic dataset",
+            model_url=(
+                f"{HUB}/{model}"
+                if settings.get("model_source") == "hub" and HUB_ID.match(model)
+                else None
+            ),
+            source_url=f"{HUB}/datasets/{dataset}" if hub_input else None,
+            stats=stats,
+            plan=plan,
+            settings=settings,
+            samples=samples,
+            figures=figures,
+            repo_id=repo_id,
+            command=command_line(invocation),
+            config_yaml=yaml.safe_dump(
+                shareable_config(config or {}), sort_keys=False, allow_unicode=True
+            ).strip(),
+        )
     )
+
+
+def render_stats_tables(stats: dict[str, Any]) -> str:
+    """A self-contained HTML page of the stats tables, for Snakemake's report."""
+    return _environment().get_template("stats_tables.html.j2").render(stats=stats)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_card(inputs: Any, outputs: Any, settings: dict[str, Any], repo: str | None) -> None:
+    """The rule's work: figures, stats tables and the card, each written atomically.
+
+    The effective config comes from `results/.serve/config.json` (what the servers ran with)
+    and the command line from `results/.invocation.json` (written in onstart); neither is a
+    rule input, so a new command line does not rewrite a finished card.
+    """
+    from collections import Counter
+
+    from dataforge.atomic import atomic_path, write_text_atomic
+    from dataforge.plan import load_plan
+    from dataforge.plots import write_figures
+    from dataforge.stats import load_sidecars, merged_tokens
+
+    results = Path(outputs.card).parent
+    plan = load_plan(inputs.plan)
+    stats = _read_json(Path(inputs.stats))
+    counts = merged_tokens(load_sidecars(inputs.sidecars), "completion_tokens").counts
+    figures = {"completion": outputs.completion, "finish": outputs.finish}
+    with atomic_path(figures["completion"]) as completion, atomic_path(figures["finish"]) as fin:
+        write_figures(stats, counts or Counter(), {"completion": completion, "finish": fin})
+    write_text_atomic(outputs.tables, render_stats_tables(stats))
+    serve = _read_json(results / ".serve" / "config.json") or {}
+    card = render_card(
+        stats,
+        plan,
+        settings,
+        sample_rows(inputs.chunks[0], plan["input"]["prompt_column"]),
+        figures={k: str(Path(v).relative_to(results)) for k, v in figures.items()},
+        config=serve.get("config"),
+        invocation=_read_json(results / ".invocation.json"),
+        repo_id=repo,
+    )
+    write_text_atomic(outputs.card, card)

@@ -37,7 +37,7 @@ from dataforge import plan as planlib
 from dataforge.atomic import write_json_atomic
 from dataforge.client import EngineClient, EngineDead, RequestFailed
 from dataforge.config import DOCUMENT_MARKER
-from dataforge.engines import EngineSpec, engine_spec
+from dataforge.engines import EngineSpec, engine_settings, engine_spec, server_gpus
 from dataforge.errors import DataforgeError
 from dataforge.output import (
     build_chunk_table,
@@ -90,6 +90,14 @@ class Driver:
         self.chunks_done = 0
         self.chunks_active: set[str] = set()
         self.started = time.time()
+        self.engine_ready: float | None = None  # when the engine answered (time.time())
+        self.engine_version: str | None = None  # vLLM's GET /version, where it has one
+
+    @property
+    def gpus(self) -> int:
+        """GPUs this server holds (for gpu_hours in stats.json): none for an endpoint; the
+        dummy engine asks for what vLLM would."""
+        return 0 if self.config["engine"]["kind"] == "endpoint" else server_gpus(self.config)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -234,9 +242,26 @@ class Driver:
             alive=self.engine_alive,
         )
         await self.client.__aenter__()
+        self.engine_version = await self.ask_version(headers)
+        self.engine_ready = time.time()
         self.state = "ready"
         self.ready.set()
         log.info("server %s: engine ready after %.1f s", self.server_id, time.time() - self.started)
+
+    async def ask_version(self, headers: dict[str, str]) -> str | None:
+        """The engine's version from vLLM's `GET /version` (recorded in stats.json); None
+        for engines without it."""
+        if self.spec.kind != "vllm":
+            return None
+        url = self.spec.base_url.removesuffix("/v1") + "/version"
+        try:
+            async with (
+                aiohttp.ClientSession(headers=headers) as session,
+                session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp,
+            ):
+                return (await resp.json()).get("version") if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
 
     async def model_served(self, session: aiohttp.ClientSession) -> bool:
         """Check once that a vLLM server serves the configured model name."""
@@ -465,6 +490,11 @@ class Driver:
             start=start,
             end=end,
             server=self.server_id,
+            server_started=self.started,
+            engine_ready=self.engine_ready,
+            engine_version=self.engine_version,
+            engine=engine_settings(self.config),
+            gpus=self.gpus,
             host=socket.gethostname(),
             started=started,
             finished=finished,

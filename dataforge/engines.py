@@ -190,3 +190,26 @@ def effective_sampling(config: dict[str, Any], basedir: Path) -> dict[str, Any]:
         if sampling.get(key) is None and model_defaults.get(key) is not None:
             sampling[key] = model_defaults[key]
     return sampling
+
+
+# What stats.json records of how a server ran (its chunk sidecars carry it).
+ENGINE_SETTINGS = (
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "data_parallel_size",
+    "nodes",
+    "gpu_memory_utilization",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "extra_args",
+    "max_concurrent_requests",
+    "request_timeout_s",
+    "max_retries",
+)
+
+
+def engine_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The engine settings a server runs with, for stats.json; engine.env by name only (its
+    values may be secrets)."""
+    e = config["engine"]
+    return {"kind": e["kind"], **{k: e[k] for k in ENGINE_SETTINGS}, "env": sorted(e["env"])}

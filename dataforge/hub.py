@@ -77,9 +77,10 @@ def check_output_repo(repo: str, private: bool) -> str:
 
 
 def files_to_publish(results: Path) -> list[Path]:
-    """The chunk files first, then stats.json and the card (so the card lands last)."""
+    """The chunk files first, then stats.json, the card's figures and the card (last)."""
     data = sorted((results / "data").glob("chunk-*.parquet"))
-    return [*data, results / "stats.json", results / "README.md"]
+    figures = [results / "plots" / f"{n}.png" for n in ("completion_tokens", "finish_reasons")]
+    return [*data, results / "stats.json", *figures, results / "README.md"]
 
 
 def with_retries(

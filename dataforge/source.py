@@ -185,7 +185,8 @@ def describe_hub(dataset: str, config: str | None, split: str, revision: str | N
     except ImportError as e:  # pragma: no cover - both are dependencies
         raise InputError(f"input.dataset: Hub datasets need `datasets`: {e}") from None
     try:
-        sha = HfApi().dataset_info(dataset, revision=revision).sha
+        info = HfApi().dataset_info(dataset, revision=revision)
+        sha = info.sha
         ds = datasets.load_dataset(dataset, config, split=split, revision=sha)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -202,6 +203,9 @@ def describe_hub(dataset: str, config: str | None, split: str, revision: str | N
         "format": "arrow",
         **identity,
         "requested_revision": revision,
+        # From the input's own card, for the result's card (None where it says nothing).
+        "license": getattr(info.card_data, "license", None),
+        "language": getattr(info.card_data, "language", None),
         "files": entries,
         "fingerprint": hashlib.sha256(json.dumps(identity).encode()).hexdigest(),
     }

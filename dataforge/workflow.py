@@ -94,13 +94,20 @@ def chunk_spec(plan: dict[str, Any], index: int, config: dict[str, Any]) -> dict
 def run_settings(config: dict[str, Any], basedir: str | Path) -> dict[str, Any]:
     """The settings recorded in stats.json and the dataset card (no secrets), with the sampling
     values the engine actually uses (`sampling`) beside the configured ones."""
-    from dataforge.engines import effective_sampling
+    from dataforge.engines import effective_sampling, resolve_model
 
+    e = config["engine"]
+    name = config["model"]["name"]
+    try:
+        local = resolve_model(name, [Path.cwd(), Path(basedir)]) != name
+    except ConfigError:
+        local = True
     return {
         **generation_settings(config),
+        "model_source": "local" if local else "hub",
         "sampling_configured": dict(config["sampling"]),
         "sampling": effective_sampling(config, Path(basedir)),
-        "engine_kind": config["engine"]["kind"],
+        "engine_kind": e["kind"],
         "max_context": config["model"]["max_context"],
         "per_server": config["chunks"]["per_server"],
     }

@@ -157,3 +157,15 @@ def check_hub_output():
         from dataforge.hub import PartialPublisher
 
         PartialPublisher(Path("results"), repo_id, every).start()
+
+
+def record_invocation():
+    """Write the command line of this run to results/.invocation.json (the card shows it)."""
+    import time
+
+    from dataforge.atomic import write_json_atomic
+
+    write_json_atomic(
+        "results/.invocation.json",
+        {"argv": sys.argv, "cwd": os.getcwd(), "time": time.time()},
+    )

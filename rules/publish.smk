@@ -4,6 +4,10 @@ rule publish:
         chunks=get_chunk_files("results/data/chunk-{chunk}.parquet"),
         stats="results/stats.json",
         card="results/README.md",
+        figures=[
+            "results/plots/completion_tokens.png",
+            "results/plots/finish_reasons.png",
+        ],
     output:
         record="results/.published.json",
     log:

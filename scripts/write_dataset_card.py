@@ -1,9 +1,9 @@
-"""Rule write_dataset_card: render results/README.md.
+"""Rule write_dataset_card: render results/README.md, its figures and the report's tables.
 
-input: stats, plan, chunks; output: card; params: settings; log: one file.
+input: stats, plan, chunks, sidecars; output: card, completion, finish, tables;
+params: settings, repo; log: one file.
 """
 
-import json
 from typing import TYPE_CHECKING
 
 from dataforge.logs import run_logged
@@ -13,16 +13,9 @@ if TYPE_CHECKING:
 
 
 def main() -> None:
-    from dataforge.atomic import write_text_atomic
-    from dataforge.card import render_card, sample_rows
-    from dataforge.plan import load_plan
+    from dataforge.card import write_card
 
-    plan = load_plan(snakemake.input.plan)
-    with open(snakemake.input.stats, encoding="utf-8") as f:
-        stats = json.load(f)
-    samples = sample_rows(snakemake.input.chunks[0], plan["input"]["prompt_column"])
-    card = render_card(stats, plan, snakemake.params.settings, samples)
-    write_text_atomic(snakemake.output.card, card)
+    write_card(snakemake.input, snakemake.output, snakemake.params.settings, snakemake.params.repo)
 
 
 run_logged(snakemake.log[0], main)

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
 from aiohttp import web
 
 
@@ -239,9 +240,13 @@ class FakeHub:
         repo = self._repo(request)
         sha, tree = self._rev(repo, request.match_info.get("rev", "main"))
         siblings = [{"rfilename": p} for p in sorted(tree)]
-        return web.json_response(
-            {"id": repo.repo_id, "sha": sha, "private": repo.private, "siblings": siblings}
-        )
+        info = {"id": repo.repo_id, "sha": sha, "private": repo.private, "siblings": siblings}
+        readme = tree.get("README.md")
+        if readme is not None:  # the Hub parses the card's YAML front matter into cardData
+            text = readme.data.decode("utf-8", "replace")
+            if text.startswith("---\n") and "\n---" in text[4:]:
+                info["cardData"] = yaml.safe_load(text[4:].split("\n---", 1)[0]) or {}
+        return web.json_response(info)
 
     async def tree(self, request: web.Request) -> web.Response:
         repo = self._repo(request)

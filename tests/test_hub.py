@@ -54,9 +54,10 @@ def test_publish_batches_commits_and_a_rerun_commits_nothing(
             *workflow.chunks(),
             workflow.results / "stats.json",
             workflow.results / "README.md",
+            *(workflow.results / "plots").glob("*.png"),
         ]
     }
-    assert len(local) == 52 and remote == local  # every file, byte for byte
+    assert len(local) == 54 and remote == local  # every file, byte for byte
     # Nothing changed: Snakemake has nothing to do, and a forced publish sends no commit.
     assert workflow.job_counts(env=env) == {}
     workflow.run("--forcerun", "publish", env=env)
@@ -65,6 +66,8 @@ def test_publish_batches_commits_and_a_rerun_commits_nothing(
     (workflow.results / "data" / "chunk-00007.parquet").unlink()
     workflow.run(env=env)
     assert len(hub.commits("alice/ds")) == len(commits) + 1
+    # (the same numbers draw the same figures, and the dummy engine regenerates the same
+    # chunk bytes: files with unchanged content are not committed again)
     assert set(hub.commits("alice/ds")[-1]["paths"]) <= {
         "data/chunk-00007.parquet", "stats.json", "README.md"
     }  # fmt: skip
@@ -147,7 +150,7 @@ def test_hub_input_by_config_split_and_pinned_revision(
         return write_prompts(tmp_path / f"src-{n}.parquet", n).read_bytes()
 
     card = (
-        "---\nconfigs:\n- config_name: small\n  data_files:\n"
+        "---\nlicense: mit\nlanguage: [en]\nconfigs:\n- config_name: small\n  data_files:\n"
         "  - split: train\n    path: small/train.parquet\n"
         "  - split: test\n    path: small/test.parquet\n"
         "- config_name: big\n  data_files:\n  - split: train\n    path: big/train.parquet\n---\n"
@@ -166,6 +169,9 @@ def test_hub_input_by_config_split_and_pinned_revision(
     check_rows_exactly_once(workflow, 30)
     table = workflow.table().sort_by("row")
     assert table.column("prompt").to_pylist() == expected.column("prompt").to_pylist()
+    # the result's card takes the input's license and language from its card
+    front = (workflow.results / "README.md").read_text().split("---")[1]
+    assert "license: mit" in front and "- en" in front, front
     # Unpinned, the plan records the commit it resolved; the Hub moving on later changes nothing.
     other = Workflow(tmp_path / "unpinned")
     other.workdir.mkdir()
@@ -205,4 +211,4 @@ def test_partial_results_are_published_during_the_run(
         assert all(p.startswith("data/chunk-") for p in c["paths"]), c
     assert len(partial[0]["paths"]) < 12  # published before the run ended
     assert "README.md" in final["paths"] and "stats.json" in final["paths"]
-    assert len(hub.files("alice/ds")) == 14
+    assert len(hub.files("alice/ds")) == 16  # 12 chunks, stats, 2 figures, card
