@@ -40,8 +40,8 @@ rule all:
 
 onstart:
     check_slurm_site()
-    check_hub_output()
     record_invocation()
+    start_monitor(check_hub_output())
 
 
 onerror:

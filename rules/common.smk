@@ -143,7 +143,7 @@ def check_hub_output():
     """With output.repo set: check the token can write there (creating the repo) before any
     job runs, so that a Hub problem shows now and not after the GPU work."""
     if not config["output"]["repo"]:
-        return
+        return None
     from dataforge.hub import check_output_repo
 
     try:
@@ -157,6 +157,19 @@ def check_hub_output():
         from dataforge.hub import PartialPublisher
 
         PartialPublisher(Path("results"), repo_id, every).start()
+    return repo_id
+
+
+def start_monitor(repo_id):
+    """Progress lines in the terminal and, with an output repo, a progress card on the Hub
+    (dataforge/monitor.py), from a thread of this process; it reads only results/."""
+    from dataforge.monitor import Monitor
+
+    progress = config["monitor"]["progress"]
+    if not (progress or repo_id):
+        return
+    stream = sys.stderr if progress else open(os.devnull, "w")
+    Monitor(Path.cwd(), repo_id, config["monitor"]["interval_s"], stream=stream).start()
 
 
 def record_invocation():

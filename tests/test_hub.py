@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,32 @@ def test_partial_results_are_published_during_the_run(
     assert len(partial[0]["paths"]) < 12  # published before the run ended
     assert "README.md" in final["paths"] and "stats.json" in final["paths"]
     assert len(hub.files("alice/ds")) == 16  # 12 chunks, stats, 2 figures, card
+
+
+def test_the_hub_card_shows_progress_during_the_run_then_the_final_card(
+    workflow: Workflow, hub: FakeHub, tmp_path: Path
+) -> None:
+    # 8 chunks finishing one after another over ~8 s; a progress card at most every 2 s.
+    workflow.configure(
+        base_config(
+            write_prompts(workflow.workdir / "in.parquet", 40),
+            chunks={"size": 5, "per_server": 8},
+            engine={"max_concurrent_requests": 5, "dummy": {"latency_s": 1}},
+            output={"repo": "ds"},
+            monitor={"interval_s": 2},
+        )
+    )
+    started = time.monotonic()
+    proc = workflow.run(env=hub_env(hub, tmp_path), timeout=300)
+    elapsed = time.monotonic() - started
+    commits = hub.commits("alice/ds")
+    progress = [c for c in commits if "progress" in c["summary"]]
+    assert progress and all(c["paths"] == ["README.md"] for c in progress), commits
+    assert len(progress) <= elapsed / 2 + 1, (len(progress), elapsed)
+    assert "progress" not in commits[-1]["summary"]  # the final card came last
+    final = hub.files("alice/ds")["README.md"].decode()
+    assert final == (workflow.results / "README.md").read_text()
+    # the terminal got one progress line per finished chunk, the last one done
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("dataforge: [")]
+    assert lines and "chunks 8/8" in lines[-1] and "done" in lines[-1], proc.stderr[-3000:]
+    assert any("ETA" in ln for ln in lines[:-1]), lines
