@@ -51,12 +51,8 @@ def completion_histogram(counts: Counter[int], path: str | Path, max_tokens: int
     else:
         ax.text(0.5, 0.5, "no completions", ha="center", va="center", transform=ax.transAxes)
         ax.set_title("Completion length")
-    ax.set_xlabel("completion tokens")
     ax.set_ylabel("completions")
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    _save(plt, fig, ax, "completion tokens", path)
 
 
 def finish_reason_chart(
@@ -78,8 +74,13 @@ def finish_reason_chart(
     for i, (v, share) in enumerate(zip(values, shares, strict=True)):
         ax.text(v, i, f" {v:,} ({100 * share:.1f}%)", va="center")
     ax.set_xlim(0, max(values) * 1.3 or 1)
-    ax.set_xlabel("count")
     ax.set_title("Finish reasons and failures")
+    _save(plt, fig, ax, "count", path)
+
+
+def _save(plt: Any, fig: Any, ax: Any, xlabel: str, path: str | Path) -> None:
+    """The common finish of both figures: x label, no top/right frame, PNG, figure closed."""
+    ax.set_xlabel(xlabel)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     fig.savefig(path, format="png")
