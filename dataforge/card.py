@@ -77,11 +77,22 @@ def command_line(invocation: dict[str, Any] | None) -> str | None:
     return shlex.join(argv)
 
 
+def data_configs(split: str) -> list[dict[str, Any]]:
+    """The card's `configs`: every chunk file as the input's split (also on the progress card,
+    so the repo loads with `datasets.load_dataset` during the run)."""
+    return [{"config_name": "default", "data_files": [{"split": split, "path": "data/*.parquet"}]}]
+
+
+def hub_model(settings: dict[str, Any]) -> bool:
+    """Whether the model is a Hub id (not a local folder), so it can be linked and tagged."""
+    return settings.get("model_source") == "hub" and bool(HUB_ID.match(settings["model"]))
+
+
 def front_matter(stats: dict[str, Any], plan: dict[str, Any], settings: dict[str, Any]) -> str:
     source = plan["source"]
     model = settings["model"]
     tags = ["synthetic", "dataforge"]
-    if settings.get("model_source") == "hub" and HUB_ID.match(model):
+    if hub_model(settings):
         tags.append(model.split("/")[-1])
     front: dict[str, Any] = {}
     if source.get("license"):
@@ -98,12 +109,7 @@ def front_matter(stats: dict[str, Any], plan: dict[str, Any], settings: dict[str
     )
     if source.get("kind") == "hub":
         front["source_datasets"] = [plan["input"]["dataset"]]
-    front["configs"] = [
-        {
-            "config_name": "default",
-            "data_files": [{"split": plan["input"]["split"], "path": "data/*.parquet"}],
-        }
-    ]
+    front["configs"] = data_configs(plan["input"]["split"])
     return yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip()
 
 
@@ -120,13 +126,12 @@ def _environment() -> jinja2.Environment:
 
 
 def _duration(seconds: float | None) -> str:
+    """`status.duration`, with tenths under two minutes (short test and demo runs)."""
+    from dataforge.status import duration
+
     if seconds is None:
         return "n/a"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    minutes, s = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {s:02d} s"
+    return f"{seconds:.1f} s" if seconds < 120 else duration(seconds)
 
 
 def render_card(
@@ -151,11 +156,7 @@ def render_card(
         .render(
             front_matter=front_matter(stats, plan, settings),
             title=f"Dataset card for {repo_id}" if repo_id else "Synthetic dataset",
-            model_url=(
-                f"{HUB}/{model}"
-                if settings.get("model_source") == "hub" and HUB_ID.match(model)
-                else None
-            ),
+            model_url=f"{HUB}/{model}" if hub_model(settings) else None,
             source_url=f"{HUB}/datasets/{dataset}" if hub_input else None,
             stats=stats,
             plan=plan,

@@ -79,10 +79,10 @@ def progress_card(p: dict[str, Any], repo_id: str, now: float, split: str = "tra
     The front matter has the `configs` of the final card (`split` is the input's split, as in
     dataforge.card) so that `load_dataset(repo_id)` works on the chunks published so far.
     """
+    from dataforge.card import data_configs
+
     front = {
-        "configs": [
-            {"config_name": "default", "data_files": [{"split": split, "path": "data/*.parquet"}]}
-        ],
+        "configs": data_configs(split),
         "tags": ["synthetic", "dataforge"],
         "task_categories": ["text-generation"],
     }

@@ -1,4 +1,4 @@
-"""The dataset card's figures (PNG, next to the card) and the stats tables of Snakemake's report.
+"""The dataset card's figures (PNG files in results/plots/, next to the card).
 
 Plots are drawn from the exact token counts that the chunk sidecars carry, so the histogram
 has the resolution the data has (one bar per value for short completions), not the coarse
