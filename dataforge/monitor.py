@@ -7,7 +7,8 @@ so it sees local and Slurm runs alike: it only reads what `status.collect` reads
 
 With an output repo, it also replaces the repo's `README.md` with a "generation in progress"
 card (progress bar, rows, ETA), at most once every `interval_s` seconds, so whoever watches the
-repo sees how far the run is. The card keeps the final card's `configs` (data/*.parquet), so the
+repo sees how far the run is; the first one `interval_s` after the start, so a short run or
+rerun commits none. The card keeps the final card's `configs` (data/*.parquet), so the
 repo stays loadable with the chunks published so far. It never uploads once every chunk is
 done: the workflow then publishes the final card, and a late progress card must not replace it.
 """
@@ -141,12 +142,15 @@ class Monitor:
         self.poll_s, self.stream, self.window_s = poll_s, stream, window_s
         self.printed: int | None = None  # chunks done in the last line printed
         self.uploaded: int | None = None  # chunks done in the last card uploaded
-        self.last_upload = -math.inf  # time.monotonic() of the last upload attempt
+        self.last_upload = -math.inf  # time.monotonic() of the last upload attempt (or start)
         self.finished = False  # the final line is printed: nothing more to do
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.loop, name="dataforge-monitor", daemon=True)
 
     def start(self) -> Monitor:
+        # The first card is due one interval after the start: a run (or a rerun that finishes
+        # a few chunks) shorter than that needs none, and spends none of the repo's commits.
+        self.last_upload = time.monotonic()
         self.thread.start()
         return self
 
