@@ -62,15 +62,18 @@ class _Retryable(Exception):
 
 
 def parse_chat_response(body: bytes) -> Generation:
-    """Parse a chat-completions response body.
+    """Parse a chat-completions (or, with a `text` choice, a completions) response body.
 
     Raises:
         ValueError: if it is not valid JSON with at least one choice.
     """
     data = json.loads(body)
     choice = data["choices"][0]
-    message = choice.get("message") or {}
     usage = data.get("usage") or {}
+    if "message" not in choice and isinstance(choice.get("text"), str):  # /v1/completions
+        message = {"content": choice["text"]}
+    else:
+        message = choice.get("message") or {}
     return Generation(
         text=message.get("content") or "",
         reasoning=message.get("reasoning") or message.get("reasoning_content"),
@@ -102,7 +105,8 @@ class EngineClient:
         backoff_base_s: float = 1.0,
         alive: Callable[[], bool] | None = None,
     ) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        base = base_url.rstrip("/")
+        self.urls = {"chat": base + "/chat/completions", "completions": base + "/completions"}
         self.max_concurrent = max_concurrent
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.timeout_s = timeout_s
@@ -144,30 +148,33 @@ class EngineClient:
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             raise RequestFailed("connection", f"{url}: {type(e).__name__}: {e}") from None
 
-    async def chat(self, payload: dict[str, Any], counts: Counter[str] | None = None) -> Generation:
+    async def chat(
+        self, payload: dict[str, Any], counts: Counter[str] | None = None, kind: str = "chat"
+    ) -> Generation:
         """Send one request with retries; raise `RequestFailed` or `EngineDead` on failure.
 
-        Attempts and retries are counted in `self.counts` and, if given, in `counts` (the
-        caller's own tally, e.g. per chunk).
+        `kind` is "chat" (/chat/completions) or "completions" (/completions). Attempts and
+        retries are counted in `self.counts` and, if given, in `counts` (the caller's own
+        tally, e.g. per chunk).
         """
         body = json.dumps(payload, ensure_ascii=False).encode()
         tallies = (self.counts,) if counts is None else (self.counts, counts)
         async with self.semaphore:
             self.in_flight += 1
             try:
-                return await self._chat_with_retries(body, tallies)
+                return await self._chat_with_retries(self.urls[kind], body, tallies)
             finally:
                 self.in_flight -= 1
 
     async def _chat_with_retries(
-        self, body: bytes, tallies: tuple[Counter[str], ...]
+        self, url: str, body: bytes, tallies: tuple[Counter[str], ...]
     ) -> Generation:
         assert self._session is not None, "use EngineClient as an async context manager"
         for attempt in range(self.max_retries + 1):
             for t in tallies:
                 t["requests"] += 1
             try:
-                return await self._attempt(body)
+                return await self._attempt(url, body)
             except _Retryable as e:
                 if not self.alive():
                     raise EngineDead(f"engine is gone ({e.kind}: {e})") from None
@@ -182,9 +189,9 @@ class EngineClient:
                 await asyncio.sleep(backoff_delay(attempt, self.backoff_base_s, e.retry_after))
         raise AssertionError("unreachable")
 
-    async def _attempt(self, body: bytes) -> Generation:
+    async def _attempt(self, url: str, body: bytes) -> Generation:
         try:
-            async with self._session.post(self.url, data=body, timeout=self.timeout) as resp:
+            async with self._session.post(url, data=body, timeout=self.timeout) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")

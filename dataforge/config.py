@@ -42,6 +42,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         )
     if error.validator == "pattern" and key == "prompt.template":
         return f"prompt.template must contain {DOCUMENT_MARKER}"
+    if error.validator == "pattern" and key.startswith("rollout."):
+        return f"{key} must be 'module:name' (e.g. 'my_rollouts:rollout'), got {error.instance!r}"
     if error.validator == "pattern" and key == "engine.url":
         return f"engine.url must be an http(s) base URL ending in /v1, got {error.instance!r}"
     return f"{key or 'config'}: {error.message}"
@@ -113,11 +115,17 @@ def iter_leaves(schema: dict[str, Any], prefix: str = "") -> Iterator[tuple[str,
 
 
 def generation_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The settings that decide what a chunk contains; a change reruns the chunks."""
-    return {
+    """The settings that decide what a chunk contains; a change reruns the chunks.
+
+    `rollout` is there only with a rollout.function, so that plain runs keep their chunks."""
+    settings = {
         "model": config["model"]["name"],
         "model_revision": config["model"]["revision"],
         "system": config["prompt"]["system"],
         "template": config["prompt"]["template"],
         "sampling": dict(config["sampling"]),
     }
+    rollout = config.get("rollout") or {}
+    if rollout.get("function"):
+        settings["rollout"] = {k: rollout[k] for k in ("function", "shared_context", "kwargs")}
+    return settings

@@ -47,6 +47,7 @@ from dataforge.output import (
     write_chunk,
 )
 from dataforge.prompts import PromptError, build_messages, build_payload, request_seed
+from dataforge.rollout import Generate, Rollouts
 from dataforge.source import RowReader
 
 log = logging.getLogger("dataforge.serve")
@@ -92,6 +93,7 @@ class Driver:
         self.started = time.time()
         self.engine_ready: float | None = None  # when the engine answered (time.time())
         self.engine_version: str | None = None  # vLLM's GET /version, where it has one
+        self.rollouts: Rollouts | None = None  # rollout.function, its shared context
 
     @property
     def gpus(self) -> int:
@@ -118,6 +120,8 @@ class Driver:
         log.info("server %s: service on %s:%d (pid %d)", self.server_id, host, port, os.getpid())
         code = 0
         try:
+            if self.config["rollout"]["function"]:  # imported before the engine starts
+                self.rollouts = Rollouts(self.config, [Path.cwd(), self.basedir])
             self.spec = engine_spec(self.config, self.basedir)
             if self.spec.command:
                 self.start_engine(self.spec)
@@ -148,6 +152,11 @@ class Driver:
                 time.time() - self.started,
                 usage.ru_utime + usage.ru_stime,
             )
+            if self.rollouts is not None:  # e.g. a process pool from the shared context
+                try:
+                    await self.rollouts.aclose()
+                except Exception:
+                    log.exception("server %s: closing rollout.shared_context", self.server_id)
             if self.client is not None:
                 await self.client.__aexit__(None, None, None)
             await runner.cleanup()
@@ -419,13 +428,24 @@ class Driver:
             done = json.loads(Path(outputs["stats"]).read_text(encoding="utf-8"))
             return {k: done[k] for k in ("rows", "rows_failed", "seconds")}
         rows = await asyncio.to_thread(self.read_rows, plan, start, end)
-        prompts = rows.column(plan["input"]["prompt_column"]).to_pylist()
-        progress["rows"] = len(prompts)
+        progress["rows"] = rows.num_rows
         gen = spec["generation"]
-        generations: list[list[dict[str, Any]]] = [[] for _ in prompts]
-        errors: list[str | None] = [None] * len(prompts)
-        truncated: list[bool] = [False] * len(prompts)
+        generations: list[list[dict[str, Any]]] = [[] for _ in range(rows.num_rows)]
+        errors: list[str | None] = [None] * rows.num_rows
+        truncated: list[bool] = [False] * rows.num_rows
+        rollout_json: list[str | None] | None = None  # the rollout column (rollout.function)
         counts: Counter[str] = Counter()
+
+        async def one_rollout(i: int, row: dict[str, Any]) -> None:
+            generate = Generate(
+                self.client, gen, start + i, counts, self.spec.base_url,
+                self.config["model"]["max_context"],
+            )  # fmt: skip
+            try:
+                rollout_json[i], errors[i] = await self.rollouts.run(row, generate)
+            finally:  # failed rows' requests count in the statistics too
+                generations[i] = [g.as_dict() for g in generate.generations]
+            progress["done"] += 1
 
         async def one_row(i: int) -> None:
             try:
@@ -472,7 +492,15 @@ class Driver:
                     generations[i].append(res.as_dict())
             progress["done"] += 1
 
-        tasks = [asyncio.ensure_future(one_row(i)) for i in range(len(prompts))]
+        if self.rollouts is not None:
+            rollout_json = [None] * rows.num_rows
+            await self.rollouts.context()  # a broken shared context fails the chunk, once
+            tasks = [
+                asyncio.ensure_future(one_rollout(i, row)) for i, row in enumerate(rows.to_pylist())
+            ]
+        else:
+            prompts = rows.column(plan["input"]["prompt_column"]).to_pylist()
+            tasks = [asyncio.ensure_future(one_row(i)) for i in range(len(prompts))]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -502,7 +530,7 @@ class Driver:
         )
 
         def write() -> None:
-            table = build_chunk_table(rows, start, generations, errors, record)
+            table = build_chunk_table(rows, start, generations, errors, record, rollout_json)
             # Sidecar first, Parquet last: the Parquet file is what marks the chunk as done.
             write_json_atomic(outputs["stats"], stats)
             write_chunk(table, outputs["parquet"])

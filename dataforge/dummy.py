@@ -1,4 +1,4 @@
-"""A deterministic OpenAI-compatible chat server on loopback, for tests and benchmarks.
+"""A deterministic OpenAI-compatible server on loopback, for tests and benchmarks.
 
 `python -m dataforge.dummy --port 8000 [--latency-s 0.2] [--faults '{"http_500": 0.05}']`
 
@@ -6,7 +6,9 @@ The completion echoes the start of the last message, so tests can check that eve
 got the answer to its own prompt. Token counts are word counts; the completion length is
 derived from a hash of the request (1 to `max_tokens`) unless fixed. Injected faults hit a
 request the first time it is seen and never on its retry, so a correct client always recovers;
-a request containing `--reject-marker` always gets HTTP 400.
+a request containing `--reject-marker` always gets HTTP 400. `/v1/completions` answers a
+`prompt` as a chat with that one user message; `/tokenize` and `/detokenize` (as vLLM's) count
+one token per word.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class DummyEngine:
         self.reject_marker = reject_marker
         self.faults = {k: float((faults or {}).get(k, 0.0)) for k in FAULT_KINDS}
         self.seen: set[str] = set()
+        self.vocab: dict[str, int] = {}  # word -> token id, for /tokenize and /detokenize
         self.counts: dict[str, int] = dict.fromkeys(("requests", *FAULT_KINDS, "rejected"), 0)
 
     def _fault_for(self, key: str, digest: bytes) -> str | None:
@@ -54,11 +57,16 @@ class DummyEngine:
         return None
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        """/v1/chat/completions, and /v1/completions (a `prompt` is one user message)."""
         raw = await request.read()
         self.counts["requests"] += 1
+        chat = request.path.endswith("/chat/completions")
         try:
             body = json.loads(raw)
-            messages = body["messages"]
+            if chat:
+                messages = body["messages"]
+            else:
+                messages = [{"role": "user", "content": _prompt_text(body["prompt"])}]
             max_tokens = int(body.get("max_tokens") or 16)
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": {"message": "malformed request"}}, status=400)
@@ -85,7 +93,35 @@ class DummyEngine:
             return web.json_response({"error": {"message": "injected failure"}}, status=500)
         if fault == "malformed":
             return web.Response(body=b'{"choices": [', content_type="application/json")
-        return web.json_response(self.completion(messages, max_tokens, digest))
+        answer = self.completion(messages, max_tokens, digest)
+        if not chat:
+            choice = answer["choices"][0]
+            answer["object"] = "text_completion"
+            answer["choices"] = [
+                {
+                    "index": 0,
+                    "text": choice["message"]["content"],
+                    "finish_reason": choice["finish_reason"],
+                }
+            ]
+        return web.json_response(answer)
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's /tokenize for a `prompt`: one token per whitespace-separated word."""
+        body = await request.json()
+        if "prompt" not in body:
+            return web.json_response({"error": {"message": "prompt is required"}}, status=400)
+        tokens = [self.vocab.setdefault(w, len(self.vocab)) for w in str(body["prompt"]).split()]
+        return web.json_response({"tokens": tokens, "count": len(tokens), "max_model_len": 4096})
+
+    async def detokenize(self, request: web.Request) -> web.Response:
+        """vLLM's /detokenize: the words of the ids, joined by spaces."""
+        words = {i: w for w, i in self.vocab.items()}
+        try:
+            text = " ".join(words[int(t)] for t in (await request.json())["tokens"])
+        except (KeyError, ValueError, TypeError):
+            return web.json_response({"error": {"message": "unknown token id"}}, status=400)
+        return web.json_response({"prompt": text})
 
     def completion(self, messages: list[Any], max_tokens: int, digest: bytes) -> dict[str, Any]:
         """The deterministic response body for a request."""
@@ -116,6 +152,17 @@ class DummyEngine:
         }
 
 
+def _prompt_text(prompt: Any) -> str:
+    """A completions `prompt`: a string, or a list holding one."""
+    if isinstance(prompt, list):
+        if len(prompt) != 1 or not isinstance(prompt[0], str):
+            raise TypeError("one prompt per request")
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise TypeError("prompt must be a string")
+    return prompt
+
+
 def make_app(engine: DummyEngine) -> web.Application:
     """The aiohttp application serving `engine`."""
     app = web.Application(client_max_size=64 << 20)
@@ -133,6 +180,9 @@ def make_app(engine: DummyEngine) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/counts", counts)
     app.router.add_post("/v1/chat/completions", engine.chat)
+    app.router.add_post("/v1/completions", engine.chat)
+    app.router.add_post("/tokenize", engine.tokenize)
+    app.router.add_post("/detokenize", engine.detokenize)
     return app
 
 

@@ -1,7 +1,8 @@
 """Output rows and per-chunk statistics.
 
 Each output row keeps every input column unchanged and adds `row` (global index), `generations`
-(one struct per successful rollout) and `error` (null on success). Chunk files are written
+(one struct per successful completion; with `rollout.function`, `rollout`: the JSON of what
+the function returned) and `error` (null on success). Chunk files are written
 atomically and carry their plan record in the Parquet footer.
 """
 
@@ -39,11 +40,19 @@ def build_chunk_table(
     generations: list[list[dict[str, Any]]],
     errors: list[str | None],
     plan_record: dict[str, Any],
+    rollouts: list[str | None] | None = None,
 ) -> pa.Table:
-    """Input rows plus `row`, `generations` and `error`, with the plan record in the metadata."""
+    """Input rows plus `row`, `generations` and `error`, with the plan record in the metadata.
+
+    With `rollouts` (rollout.function), the JSON of each row's rollout output is the `rollout`
+    column instead of `generations` (its requests still count in the statistics).
+    """
     n = rows.num_rows
     table = rows.append_column("row", pa.array(range(start, start + n), type=pa.int64()))
-    table = table.append_column("generations", pa.array(generations, pa.list_(GENERATION_TYPE)))
+    if rollouts is None:
+        table = table.append_column("generations", pa.array(generations, pa.list_(GENERATION_TYPE)))
+    else:
+        table = table.append_column("rollout", pa.array(rollouts, pa.string()))
     table = table.append_column("error", pa.array(errors, pa.string()))
     return table.replace_schema_metadata({CHUNK_META_KEY: json.dumps(plan_record).encode()})
 

@@ -72,8 +72,12 @@ def make_plan(
     chunk_size: int,
     search_dirs: list[Path],
     prepared_dir: Path,
+    rollout: bool = False,
 ) -> dict[str, Any]:
     """Resolve the input, check the prompt column and compute the chunks.
+
+    With `rollout` (a `rollout.function` builds the requests from whole rows) the prompt
+    column is not needed: the plan's `prompt_kind` is "rollout".
 
     Raises:
         InputError, ConfigError: one line naming the dataset, column or key.
@@ -87,8 +91,12 @@ def make_plan(
     else:
         source = src.describe_hub(dataset, config, split, revision)
     schema = src.source_schema(source)
-    kind = src.prompt_kind(schema, prompt_column)
-    src.check_output_columns(schema)
+    if rollout:
+        kind = "rollout"
+        src.check_output_columns(schema, src.ROLLOUT_OUTPUT_COLUMNS)
+    else:
+        kind = src.prompt_kind(schema, prompt_column)
+        src.check_output_columns(schema)
     rows_total = sum(f["rows"] for f in source["files"])
     rows = min(rows_total, max_examples) if max_examples else rows_total
     if rows == 0:

@@ -31,6 +31,7 @@ FORMATS = {
     ".csv": "csv",
 }
 OUTPUT_COLUMNS = ("row", "generations", "error")
+ROLLOUT_OUTPUT_COLUMNS = ("row", "rollout", "error")  # with rollout.function
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DIGEST_BYTES = 1 << 20
 
@@ -244,13 +245,13 @@ def prompt_kind(schema: pa.Schema, column: str) -> str:
     )
 
 
-def check_output_columns(schema: pa.Schema) -> None:
+def check_output_columns(schema: pa.Schema, added: tuple[str, ...] = OUTPUT_COLUMNS) -> None:
     """Input columns must not collide with the columns dataforge adds."""
-    clash = [c for c in OUTPUT_COLUMNS if c in schema.names]
+    clash = [c for c in added if c in schema.names]
     if clash:
         raise InputError(
             f"input.dataset: column {clash[0]!r} is reserved for dataforge's output "
-            f"({', '.join(OUTPUT_COLUMNS)}); rename it in the input"
+            f"({', '.join(added)}); rename it in the input"
         )
 
 

@@ -18,6 +18,10 @@ def check_config(config: dict[str, Any], basedir: str | Path) -> dict[str, Any]:
     """Validate the config in place against the schema (defaults filled), then the engine."""
     basedir = Path(basedir)
     validate_config(config, load_schema(basedir / "config" / "schema.yaml"))
+    if any(config["rollout"].values()):  # (dataforge.rollout imports aiohttp: not for nothing)
+        from dataforge.rollout import check_rollout_config
+
+        check_rollout_config(config, [Path.cwd(), basedir])
     if config["engine"]["kind"] == "vllm":
         check_parallelism(config, basedir)
     return config

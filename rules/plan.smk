@@ -8,6 +8,8 @@ checkpoint plan_chunks:
     params:
         input=lookup(dpath="input", within=config),
         chunk_size=lookup(dpath="chunks/size", within=config),
+        # a rollout function reads whole rows: no prompt column needed
+        rollout=lookup(dpath="rollout/function", within=config),
         search_dirs=[".", workflow.basedir],
     script:
         "../scripts/plan_chunks.py"

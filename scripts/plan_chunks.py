@@ -1,6 +1,6 @@
 """Rule plan_chunks: resolve the input and write the plan.
 
-output: plan (results/plan.json); params: input, chunk_size, search_dirs; log: one file.
+output: plan (results/plan.json); params: input, chunk_size, search_dirs, rollout (rollout.function); log: one file.
 """
 
 from pathlib import Path
@@ -23,6 +23,7 @@ def main() -> None:
         chunk_size=snakemake.params.chunk_size,
         search_dirs=[Path(d) for d in snakemake.params.search_dirs],
         prepared_dir=results / ".prepared",
+        rollout=bool(snakemake.params.rollout),
     )
     planlib.check_existing_chunks(plan, results / "data")
     write_json_atomic(snakemake.output.plan, plan)
