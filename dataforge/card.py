@@ -33,16 +33,37 @@ def size_category(rows: int) -> str:
 
 
 def sample_rows(parquet: str | Path, prompt_column: str, n: int = 3) -> list[dict[str, Any]]:
-    """The first `n` rows of a chunk file, shortened for display."""
-    import pyarrow.parquet as pq
+    """The first `n` rows of a chunk file, shortened for display.
 
-    columns = [prompt_column, "row", "generations", "error"]
-    table = pq.read_table(parquet, columns=columns).slice(0, n)
+    A rollout's chunk (a `rollout` column) shows the row's input columns and the rollout's
+    output, both as JSON.
+    """
+    import json
+
+    import pyarrow.parquet as pq
 
     def short(value: Any, limit: int = 600) -> str:
         text = str(value).replace("```", "'''")  # keep the card's code fences intact
         return text if len(text) <= limit else text[:limit] + " …"
 
+    names = pq.read_schema(parquet).names
+    if "rollout" in names:
+        table = pq.read_table(parquet).slice(0, n)
+        out = []
+        for r in table.to_pylist():
+            row = {k: v for k, v in r.items() if k not in ("row", "rollout", "error")}
+            value = json.loads(r["rollout"]) if r["rollout"] is not None else None
+            out.append(
+                {
+                    "row": r["row"],
+                    "prompt": short(json.dumps(row, ensure_ascii=False, default=str)),
+                    "completion": short(json.dumps(value, ensure_ascii=False, indent=1)),
+                    "error": r["error"],
+                }
+            )
+        return out
+    columns = [prompt_column, "row", "generations", "error"]
+    table = pq.read_table(parquet, columns=columns).slice(0, n)
     out = []
     for r in table.to_pylist():
         gens = r["generations"] or []
