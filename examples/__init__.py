@@ -1,0 +1,1 @@
+"""dataforge's examples (importable from the repository root: `examples.rollouts.…`)."""
