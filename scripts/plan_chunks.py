@@ -1,6 +1,7 @@
 """Rule plan_chunks: resolve the input and write the plan.
 
-output: plan (results/plan.json); params: input, chunk_size, search_dirs, rollout (rollout.function); log: one file.
+output: plan (results/plan.json); params: input, chunk_size, search_dirs, rollout
+(rollout.function); log: one file.
 """
 
 from pathlib import Path

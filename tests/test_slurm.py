@@ -54,8 +54,9 @@ exit 1
 FAKE_QUIET = "#!/bin/sh\nexit 0\n"
 
 
-def submitted(wf: Workflow, tmp_path: Path, engine: dict) -> list[str]:
-    """The sbatch command lines the real plugin builds for a 4-chunk run (2 per server)."""
+def submitted(wf: Workflow, tmp_path: Path, engine: dict, **overrides: dict) -> list[str]:
+    """The sbatch command lines the real plugin builds for a 4-chunk run (2 per server);
+    `overrides` are further config sections."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name in ("sbatch", "sacct", "squeue", "scancel"):
@@ -65,6 +66,7 @@ def submitted(wf: Workflow, tmp_path: Path, engine: dict) -> list[str]:
     record.unlink(missing_ok=True)
     config = base_config(
         write_prompts(wf.workdir / "in.parquet", 40),
+        **overrides,
         chunks={"size": 10, "per_server": 2},
         engine=engine,
     )
@@ -131,6 +133,25 @@ def test_each_group_is_one_sbatch_with_the_engines_gpus(
         assert "--array" not in line
         # one job holds the server and its two chunks
         assert line.count("'generate_chunk:chunk=") == 2 and "'serve_model:server=" in line
+
+
+def test_multinode_example_asks_for_two_nodes_of_eight_gpus(
+    workflow: Workflow, tmp_path: Path
+) -> None:
+    """config/examples/multinode.yaml as submitted: its engine, model and rollout settings
+    (the dummy engine in place of vLLM; the request is built from the same keys)."""
+    if shutil.which("which") is None:
+        pytest.skip("the Slurm executor plugin needs the `which` command")
+    example = yaml.safe_load((REPO / "config" / "examples" / "multinode.yaml").read_text())
+    engine = {**example["engine"], "kind": "dummy"}
+    lines = submitted(
+        workflow, tmp_path, engine, model=example["model"], rollout=example["rollout"]
+    )
+    assert len(lines) == 2, lines
+    for line in lines:
+        flags = line.split(" --wrap=")[0].split()
+        assert {"--nodes=2", "--gres=gpu:8", "--cpus-per-gpu=8"} <= set(flags), line
+        assert not any(f.startswith("--gpus") for f in flags), line
 
 
 def test_dry_run_lists_the_remaining_chunks_without_slurm(

@@ -7,6 +7,7 @@ with CI=true a skip fails the run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, Workflow
 from test_e2e import check_rows_exactly_once, engine_processes, wait_no_engines
 from test_slurm import finish, sacct_jobs, site_profile, slurm_run
@@ -239,6 +241,57 @@ def test_prompts_longer_than_the_context_are_cut_by_tokens(
     assert short_gen["prompt_tokens"] < 80  # system + template + chat template + 2 words
     stats = wf.stats()
     assert stats["rows_prompt_truncated"] == 1
+
+
+def token_counts(model: Path, texts: list[str]) -> list[int]:
+    """Token counts of plain texts (no special tokens) from the model's own tokenizer."""
+    code = (
+        "import json, sys\n"
+        "from transformers import AutoTokenizer\n"
+        "tok = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+        "texts = json.loads(sys.stdin.read())\n"
+        "print(json.dumps([len(tok(t, add_special_tokens=False)['input_ids']) for t in texts]))\n"
+    )
+    out = subprocess.run(
+        [str(ENGINE_PYTHON), "-c", code, str(model)],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_chunked_documents_rollout_on_vllm(workflow: Workflow, tiny_model: Path) -> None:
+    """examples/rollouts/chunked_documents.py on vLLM: the parts are cut with the model's
+    tokenizer through the engine, and vLLM takes `continue_final_message` for every part
+    after the first."""
+    wf = workflow
+    config = yaml.safe_load((REPO / "config" / "examples" / "chunked_documents.yaml").read_text())
+    config["rollout"]["kwargs"]["part_tokens"] = 48
+    config["input"].update(dataset=str(REPO / "data" / "documents.jsonl"), max_examples=2)
+    config.update(
+        model={"name": str(tiny_model), "max_context": 512},
+        engine={"kind": "vllm"},
+        sampling={"max_tokens": 16, "temperature": 0.0},
+    )
+    wf.configure(config)
+    wf.run(timeout=600)
+    table = wf.table()
+    assert table.column("error").to_pylist() == [None, None]
+    outs = [json.loads(v) for v in table.column("rollout").to_pylist()]
+    counts = token_counts(tiny_model, table.column("text").to_pylist())
+    for out, n in zip(outs, counts, strict=True):
+        assert n > 2 * 48, "each document spans several parts"
+        assert out["parts"] == math.ceil(n / 48)
+        assert [p["tokens"] for p in out["part_info"]] == [min(48, n - k) for k in range(0, n, 48)]
+        assert all(p["prompt_tokens"] <= 512 - 16 for p in out["part_info"])
+        assert {p["finish_reason"] for p in out["part_info"]} <= {"stop", "length"}
+    stats = wf.stats()
+    assert stats["requests"]["requests"] == sum(o["parts"] for o in outs)
+    assert stats["prompt_tokens"]["n"] == stats["requests"]["requests"]
+    assert wait_no_engines() == [] and vllm_processes() == []
 
 
 @pytest.mark.slow
