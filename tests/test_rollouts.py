@@ -40,6 +40,14 @@ def example_config(name: str, dataset: Path, **overrides: dict) -> dict:
     return config
 
 
+def run_example(wf: Workflow, name: str, rows: int) -> pa.Table:
+    """Runs config/examples/<name>.yaml on `rows` prompts in chunks of 10; the output table."""
+    dataset = write_prompts(wf.workdir / "in.parquet", rows)
+    wf.configure(example_config(name, dataset, chunks={"size": 10}))
+    wf.run()
+    return check_rows_exactly_once(wf, rows)
+
+
 def rollouts_of(wf: Workflow) -> list[Any]:
     return [json.loads(v) if v else None for v in wf.table().column("rollout").to_pylist()]
 
@@ -54,13 +62,7 @@ def echoed(prompt: str) -> str:
 
 def test_single_request_example(workflow: Workflow) -> None:
     wf = workflow
-    wf.configure(
-        example_config(
-            "single_request", write_prompts(wf.workdir / "in.parquet", 40), chunks={"size": 10}
-        )
-    )
-    wf.run()
-    table = check_rows_exactly_once(wf, 40)
+    table = run_example(wf, "single_request", 40)
     assert "generations" not in table.column_names
     assert table.column("error").to_pylist() == [None] * 40
     outs = rollouts_of(wf)
@@ -93,13 +95,7 @@ def test_single_request_example(workflow: Workflow) -> None:
 
 def test_critique_revise_example_keeps_every_step(workflow: Workflow) -> None:
     wf = workflow
-    wf.configure(
-        example_config(
-            "critique_revise", write_prompts(wf.workdir / "in.parquet", 30), chunks={"size": 10}
-        )
-    )
-    wf.run()
-    table = check_rows_exactly_once(wf, 30)
+    table = run_example(wf, "critique_revise", 30)
     from examples.rollouts.critique_revise import CRITIQUE, REVISE
 
     for out, prompt in zip(rollouts_of(wf), table.column("prompt").to_pylist(), strict=True):

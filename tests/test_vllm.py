@@ -61,20 +61,22 @@ def smollm2() -> Path:
     return out
 
 
-def chat_template_lengths(model: Path, prompts: list[str]) -> list[int]:
-    """Prompt token counts from the model's own tokenizer and chat template."""
+def token_counts(model: Path, texts: list[str], chat: bool = False) -> list[int]:
+    """Token counts from the model's own tokenizer: of each text as is (no special tokens), or
+    with `chat` of each text as a user message in the model's chat template."""
     code = (
         "import json, sys\n"
         "from transformers import AutoTokenizer\n"
         "tok = AutoTokenizer.from_pretrained(sys.argv[1])\n"
-        "prompts = json.loads(sys.stdin.read())\n"
-        "texts = [tok.apply_chat_template([{'role': 'user', 'content': p}],"
-        " add_generation_prompt=True, tokenize=False) for p in prompts]\n"
+        "texts = json.loads(sys.stdin.read())\n"
+        "if sys.argv[2] == 'chat':\n"
+        "    texts = [tok.apply_chat_template([{'role': 'user', 'content': t}],"
+        " add_generation_prompt=True, tokenize=False) for t in texts]\n"
         "print(json.dumps([len(tok(t, add_special_tokens=False)['input_ids']) for t in texts]))\n"
     )
     out = subprocess.run(
-        [str(ENGINE_PYTHON), "-c", code, str(model)],
-        input=json.dumps(prompts),
+        [str(ENGINE_PYTHON), "-c", code, str(model), "chat" if chat else "plain"],
+        input=json.dumps(texts),
         capture_output=True,
         text=True,
         check=True,
@@ -112,7 +114,7 @@ def test_vllm_serves_each_group_once_and_answers_every_row(
     gens = table.column("generations").to_pylist()
     assert all(len(g) == 1 and 1 <= g[0]["completion_tokens"] <= 16 for g in gens)
     assert {g[0]["finish_reason"] for g in gens} <= {"stop", "length"}
-    expected = chat_template_lengths(tiny_model, table.column("prompt").to_pylist())
+    expected = token_counts(tiny_model, table.column("prompt").to_pylist(), chat=True)
     assert [g[0]["prompt_tokens"] for g in gens] == expected
     # 3 chunks, 2 per server: two servers, each started once.
     logs = sorted((wf.workdir / "logs" / "serve_model").glob("*[0-9].log"))
@@ -241,26 +243,6 @@ def test_prompts_longer_than_the_context_are_cut_by_tokens(
     assert short_gen["prompt_tokens"] < 80  # system + template + chat template + 2 words
     stats = wf.stats()
     assert stats["rows_prompt_truncated"] == 1
-
-
-def token_counts(model: Path, texts: list[str]) -> list[int]:
-    """Token counts of plain texts (no special tokens) from the model's own tokenizer."""
-    code = (
-        "import json, sys\n"
-        "from transformers import AutoTokenizer\n"
-        "tok = AutoTokenizer.from_pretrained(sys.argv[1])\n"
-        "texts = json.loads(sys.stdin.read())\n"
-        "print(json.dumps([len(tok(t, add_special_tokens=False)['input_ids']) for t in texts]))\n"
-    )
-    out = subprocess.run(
-        [str(ENGINE_PYTHON), "-c", code, str(model)],
-        input=json.dumps(texts),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_chunked_documents_rollout_on_vllm(workflow: Workflow, tiny_model: Path) -> None:
