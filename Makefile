@@ -44,5 +44,11 @@ lint: $(STAMP)
 test: lint engine
 	$(BIN)/python -m pytest -q -ra
 
-bench: $(STAMP)
+## bench: every benchmark at its full size (about 25 min here; each prints a table and writes
+## bench/results/<name>.json; the smoke test in `make test` runs each at its smallest size)
+bench: $(STAMP) engine
 	$(BIN)/python bench/client_overhead.py
+	$(BIN)/python bench/workflow_scale.py
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/vllm_engine.py
+	$(BIN)/python bench/slurm_overhead.py

@@ -1,16 +1,22 @@
-"""Client overhead: dataforge against a bare async client, on a zero-latency loopback server.
+"""Client overhead and latency-bound throughput: dataforge, datatrove and a bare async client
+against the same loopback OpenAI-compatible server, in one run.
 
     .venv/bin/python bench/client_overhead.py [--rows 20000] [--chunk-sizes 500 5000]
+        [--latency-ms 0 200] [--no-datatrove] [--out FILE]
 
-Starts a minimal OpenAI-compatible server on 127.0.0.1 that answers every chat request at once
-(in its own process), then, in the same run and against the same server:
-- `bare`: one async client process that only sends the rows' requests (aiohttp, concurrency 256)
-  and keeps nothing: the floor for any client;
-- `dataforge`: a whole `snakemake` run of the workflow (`engine.kind: endpoint`) on the same
-  rows in a fresh working directory, for each chunk size: plan, chunk jobs, Parquet files,
-  stats.json and the card.
-Prints a table (wall time, requests/s, CPU seconds of the process tree, peak RSS of the largest
-process) with ratios to the bare client, and writes JSON to bench/results/client_overhead.json.
+For each server latency (bench/loopback.py on 127.0.0.1, 16-token answers), on the same rows:
+- `bare`: one async client process (aiohttp, concurrency 256) that only sends the requests and
+  keeps nothing, the floor for any client;
+- `datatrove`: datatrove 0.10.1's InferenceRunner as generate_data.py sets it up (Parquet in,
+  checkpointed chunks of the first chunk size, Parquet out), `server_type="endpoint"`, in its
+  own environment (bench/.venv-datatrove, built on first use);
+- `dataforge`: a whole `snakemake` run (`engine.kind: endpoint`) in a fresh directory for each
+  chunk size: plan, chunk jobs, Parquet files, stats.json and the card.
+All use concurrency 256. The table has wall time, requests/s, CPU seconds of the process tree,
+the largest peak RSS, the ratio to the bare client, and, with latency, how busy the client kept
+its concurrency: the server's time-weighted mean of requests in flight over the window from
+the first request to the last answer, divided by 256, and the throughput in that window as a
+share of 256 / latency. Writes bench/results/client_overhead.json.
 """
 
 from __future__ import annotations
@@ -18,51 +24,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
+import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    REPO,
+    datatrove_python,
+    measure,
+    snakemake_command,
+    table,
+    wait_http,
+    write_prompt_parquet,
+    write_results,
+)
+
 CONCURRENCY = 256
-
-RESPONSE = json.dumps(
-    {
-        "id": "x",
-        "object": "chat.completion",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "ok " * 16},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28},
-    }
-).encode()
-
-
-def serve(port: int) -> None:
-    """The zero-latency server (run in a child process)."""
-    from aiohttp import web
-
-    async def chat(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(body=RESPONSE, content_type="application/json")
-
-    async def models(_: web.Request) -> web.Response:
-        return web.json_response({"data": [{"id": "bench"}]})
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_get("/v1/models", models)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
 def bare_client(url: str, rows: int) -> None:
@@ -71,9 +53,8 @@ def bare_client(url: str, rows: int) -> None:
 
     async def main() -> None:
         sem = asyncio.Semaphore(CONCURRENCY)
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=CONCURRENCY)
-        ) as session:
+        connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+        async with aiohttp.ClientSession(connector=connector) as session:
 
             async def one(i: int) -> None:
                 body = {
@@ -89,48 +70,106 @@ def bare_client(url: str, rows: int) -> None:
     asyncio.run(main())
 
 
-def measure(cmd: list[str], cwd: Path | None = None) -> dict[str, float]:
-    """Run `cmd`, return wall time, CPU of its process tree and the largest peak RSS."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, timeout=600)
-        if proc.returncode:
-            err.seek(0)
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.read()[-3000:]}")
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": after.ru_maxrss / 1024}
+def dataforge_config(data: Path, url: str, size: int, per_server: int) -> dict:
+    return {
+        "input": {"dataset": str(data)},
+        "model": {"name": "bench"},
+        "engine": {"kind": "endpoint", "url": url, "max_concurrent_requests": CONCURRENCY},
+        "sampling": {"max_tokens": 16, "temperature": None, "seed": None},
+        "chunks": {"size": size, "per_server": per_server},
+    }
 
 
-def snakemake_command(configfile: str) -> list[str]:
-    """A whole dataforge run on 2 cores with `configfile`, in the current directory."""
-    return [
-        str(BIN / "snakemake"),
-        "-s",
-        str(REPO / "Snakefile"),
-        "--cores",
-        "2",
-        "--configfile",
-        configfile,
-        "--quiet",
-    ]
+def run_dataforge(data: Path, url: str, size: int, per_server: int, rows: int) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="dataforge-bench-"))
+    try:
+        (work / "config.yaml").write_text(json.dumps(dataforge_config(data, url, size, per_server)))
+        m = measure(snakemake_command("config.yaml"), cwd=work)
+        stats = json.loads((work / "results" / "stats.json").read_text())
+        assert stats["rows"] == rows and stats["rows_failed"] == 0, stats
+        chunks = -(-rows // size)
+        return {"name": f"dataforge, {size} rows/chunk ({chunks} chunks)", **m, "chunks": chunks}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def write_input(path: Path, rows: int) -> None:
-    import pyarrow as pa
+def run_datatrove(data: Path, url: str, size: int, rows: int) -> dict:
     import pyarrow.parquet as pq
 
-    pq.write_table(
-        pa.table(
-            {
-                "id": [f"r{i}" for i in range(rows)],
-                "prompt": [f"question {i} about things" for i in range(rows)],
-            }
-        ),
-        path,
+    python = datatrove_python()
+    work = Path(tempfile.mkdtemp(prefix="datatrove-bench-"))
+    try:
+        cmd = [
+            str(python), str(REPO / "bench" / "peers" / "datatrove_run.py"), str(data.parent),
+            str(work), url.removesuffix("/v1"), "--chunk", str(size),
+            "--concurrency", str(CONCURRENCY),
+        ]  # fmt: skip
+        m = measure(cmd)
+        written = sum(pq.read_metadata(p).num_rows for p in (work / "data").glob("*.parquet"))
+        assert written == rows, f"datatrove wrote {written} of {rows} rows"
+        chunks = -(-rows // size)
+        return {"name": f"datatrove 0.10.1, {size} rows/chunk ({chunks} chunks)", **m}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def server_stats(base: str) -> dict:
+    return json.loads(urllib.request.urlopen(f"{base}/bench/stats").read())
+
+
+def reset(base: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{base}/bench/reset", method="POST")).read()
+
+
+def bench_latency(args: argparse.Namespace, data: Path, latency_ms: float) -> list[dict]:
+    from dataforge.engines import free_port
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    url = f"{base}/v1"
+    server = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "loopback.py"), str(port), str(latency_ms / 1000)],
+        stdout=subprocess.DEVNULL,
     )
+    runs = [lambda: {"name": "bare async client", **measure(
+        [sys.executable, __file__, "__bare__", url, str(args.rows)])}]  # fmt: skip
+    if not args.no_datatrove:
+        runs.append(lambda: run_datatrove(data, url, args.chunk_sizes[0], args.rows))
+    for size in args.chunk_sizes:
+        runs.append(lambda s=size: run_dataforge(data, url, s, args.per_server, args.rows))
+    results = []
+    try:
+        wait_http(f"{url}/models")
+        for one in runs:
+            reset(base)
+            r = one()
+            s = server_stats(base)
+            assert s["served"] == args.rows, f"{r['name']}: server answered {s['served']}"
+            r["latency_ms"] = latency_ms
+            r["requests_per_s"] = args.rows / r["wall_s"]
+            if latency_ms:
+                ceiling = CONCURRENCY / (latency_ms / 1000)
+                r["busy"] = s["mean_in_flight"] / CONCURRENCY
+                r["window_s"] = s["window_s"]
+                r["throughput_vs_ceiling"] = args.rows / s["window_s"] / ceiling
+            results.append(r)
+    finally:
+        server.terminate()
+        server.wait()
+    for r in results:
+        r["wall_vs_bare"] = r["wall_s"] / results[0]["wall_s"]
+    return results
+
+
+COLUMNS = [
+    ("name", "run", ""),
+    ("wall_s", "wall s", ".2f"),
+    ("requests_per_s", "req/s", ",.0f"),
+    ("cpu_s", "CPU s", ".2f"),
+    ("peak_rss_mb", "RSS MB", ".0f"),
+    ("wall_vs_bare", "x bare", ".2f"),
+]
+BUSY = [("busy", "busy", ".2f"), ("throughput_vs_ceiling", "of ceiling", ".2f")]
 
 
 def main() -> None:
@@ -138,106 +177,27 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[500, 5000])
     parser.add_argument("--per-server", type=int, default=100)
+    parser.add_argument("--latency-ms", type=float, nargs="+", default=[0, 200])
+    parser.add_argument("--no-datatrove", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    from dataforge.engines import free_port
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/v1"
-    server = subprocess.Popen(
-        [sys.executable, __file__, "__serve__", str(port)], stdout=subprocess.DEVNULL
-    )
-    results = []
-    try:
-        _wait_http(f"{url}/models")
-        results.append(
-            {
-                "name": "bare async client",
-                **measure([sys.executable, __file__, "__bare__", url, str(args.rows)]),
-            }
-        )
-        for size in args.chunk_sizes:
-            work = Path(tempfile.mkdtemp(prefix="dataforge-bench-"))
-            try:
-                write_input(work / "in.parquet", args.rows)
-                config = {
-                    "input": {"dataset": str(work / "in.parquet")},
-                    "model": {"name": "bench"},
-                    "engine": {
-                        "kind": "endpoint",
-                        "url": url,
-                        "max_concurrent_requests": CONCURRENCY,
-                    },
-                    "sampling": {"max_tokens": 16, "temperature": None, "seed": None},
-                    "chunks": {"size": size, "per_server": args.per_server},
-                }
-                (work / "config.yaml").write_text(json.dumps(config))
-                m = measure(snakemake_command("config.yaml"), cwd=work)
-                stats = json.loads((work / "results" / "stats.json").read_text())
-                assert stats["rows"] == args.rows and stats["rows_failed"] == 0, stats
-                chunks = -(-args.rows // size)
-                results.append(
-                    {
-                        "name": f"dataforge, {size} rows/chunk ({chunks} chunks)",
-                        **m,
-                        "chunks": chunks,
-                    }
-                )
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-    finally:
-        server.terminate()
-        server.wait()
-
-    bare = results[0]
-    for r in results:
-        r["requests_per_s"] = args.rows / r["wall_s"]
-        r["wall_vs_bare"] = r["wall_s"] / bare["wall_s"]
-        if "chunks" in r:
-            r["cpu_per_chunk_beyond_bare_s"] = (r["cpu_s"] - bare["cpu_s"]) / r["chunks"]
-    print(f"\n{args.rows} rows, concurrency {CONCURRENCY}, zero-latency server on 127.0.0.1")
-    print(f"{'run':44} {'wall s':>7} {'req/s':>8} {'CPU s':>7} {'RSS MB':>7} {'x bare':>7}")
-    for r in results:
-        print(
-            f"{r['name']:44} {r['wall_s']:7.2f} {r['requests_per_s']:8.0f} {r['cpu_s']:7.2f} "
-            f"{r['peak_rss_mb']:7.0f} {r['wall_vs_bare']:7.2f}"
-        )
-    for r in results[1:]:
-        print(f"{r['name']}: {r['cpu_per_chunk_beyond_bare_s']:.3f} s CPU per chunk beyond bare")
-    out = REPO / "bench" / "results" / "client_overhead.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "date": time.strftime("%Y-%m-%d"),
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                "rows": args.rows,
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {out.relative_to(REPO)}")
-
-
-def _wait_http(url: str, timeout: float = 20) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
+    with tempfile.TemporaryDirectory(prefix="bench-input-") as tmp:
+        data = write_prompt_parquet(Path(tmp) / "in" / "prompts.parquet", args.rows)
+        by_latency = {lat: bench_latency(args, data, lat) for lat in args.latency_ms}
+    for latency, results in by_latency.items():
+        print(f"\n{args.rows} rows, concurrency {CONCURRENCY}, server latency {latency:g} ms")
+        print(table(results, COLUMNS + (BUSY if latency else [])))
+    write_results(
+        "client_overhead",
+        {"rows": args.rows, "concurrency": CONCURRENCY,
+         "results": [r for rs in by_latency.values() for r in rs]},
+        args.out,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "__serve__":
-        serve(int(sys.argv[2]))
-    elif len(sys.argv) > 1 and sys.argv[1] == "__bare__":
+    if sys.argv[1:2] == ["__bare__"]:
         bare_client(sys.argv[2], int(sys.argv[3]))
     else:
         main()

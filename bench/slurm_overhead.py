@@ -18,9 +18,7 @@ Writes bench/results/slurm_overhead.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -31,68 +29,22 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [
+    str(Path(__file__).resolve().parent),
+    str(Path(__file__).resolve().parents[1] / "tests"),
+]
 
-BARE_SNAKEFILE = """
-N, P = {chunks}, {per_server}
-rule all:
-    input: expand("out/{{i:05d}}.txt", i=range(N))
-rule serve:
-    output: "serve/{{s}}.txt"
-    shell: "touch {{output}}"
-rule gen:
-    input: lambda wc: f"serve/{{int(wc.i) // P:05d}}.txt"
-    output: "out/{{i}}.txt"
-    shell: "touch {{output}}"
-"""
+from common import BIN, REPO, measure, write_results  # noqa: E402
+from workflow_scale import bench_dryrun, write_config  # noqa: E402
 
 
-def run(cmd: list[str], cwd: Path, env: dict | None = None, timeout: float = 900) -> float:
+def run(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
     """Run `cmd`, fail loudly, return its wall time."""
-    t0 = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=out, env=env, timeout=timeout)
-        if proc.returncode:
-            out.seek(0)
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.read()[-3000:]}")
-    return time.perf_counter() - t0
+    return measure(cmd, cwd, env)["wall_s"]
 
 
 def snakemake(*args: str) -> list[str]:
     return [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), *args]
-
-
-def write_config(work: Path, rows: int, size: int, per_server: int, latency: float = 0) -> None:
-    import yaml
-    from conftest import base_config, write_prompts
-
-    config = base_config(
-        write_prompts(work / "in.parquet", rows),
-        chunks={"size": size, "per_server": per_server},
-        engine={"dummy": {"latency_s": latency}},
-        sampling={"max_tokens": 8},
-    )
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-
-
-def bench_dryrun(chunks: int, per_server: int, root: Path) -> dict:
-    df = root / "dryrun-dataforge"
-    df.mkdir()
-    write_config(df, chunks, 1, per_server)
-    run(snakemake("results/plan.json", "--cores", "1", "--configfile", "config.yaml"), df)
-    profile = ["--profile", str(REPO / "profiles" / "slurm"), "--configfile", "config.yaml"]
-    run(snakemake("-n", "--quiet", *profile), df)  # first: creates the service placeholders
-    dataforge = min(run(snakemake("-n", "--quiet", *profile), df) for _ in range(2))
-    bare_dir = root / "dryrun-bare"
-    bare_dir.mkdir()
-    (bare_dir / "Snakefile").write_text(BARE_SNAKEFILE.format(chunks=chunks, per_server=per_server))
-    bare_cmd = [str(BIN / "snakemake"), "-n", "--quiet", "--executor", "slurm", "--jobs", "8"]
-    bare = min(run(bare_cmd, bare_dir) for _ in range(2))
-    jobs = chunks + -(-chunks // per_server) + 1
-    return {"chunks": chunks, "jobs": jobs, "dataforge_s": dataforge, "bare_s": bare,
-            "ratio": dataforge / bare}  # fmt: skip
 
 
 SHIM = """#!/bin/sh
@@ -170,11 +122,13 @@ def main() -> None:
     parser.add_argument("--per-server", type=int, default=4)
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--skip-cluster", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    result = {"machine": platform.platform(), "cpus": os.cpu_count(), "date": time.strftime("%F")}
+    result = {}
     with tempfile.TemporaryDirectory(prefix="df-bench-slurm-") as tmp:
         root = Path(tmp)
-        d = result["dryrun"] = bench_dryrun(args.chunks, args.per_server, root)
+        profile = ["--profile", str(REPO / "profiles" / "slurm")]
+        d = result["dryrun"] = bench_dryrun(args.chunks, root, args.per_server, profile)
         print(f"dry-run, {d['chunks']:,} chunks ({d['jobs']:,} jobs): dataforge "
               f"{d['dataforge_s']:.1f} s, bare Snakemake {d['bare_s']:.1f} s, "
               f"ratio {d['ratio']:.2f}")  # fmt: skip
@@ -186,9 +140,7 @@ def main() -> None:
                   f"{c['sbatch_call_s']:.2f} s, queue wait {c['queue_wait_s']:.1f} s, "
                   f"in-job overhead {c['in_job_overhead_s']:.1f} s "
                   f"(job {c['job_s']:.1f} s, server {c['server_s']:.1f} s)")  # fmt: skip
-    out = REPO / "bench" / "results" / "slurm_overhead.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
+    write_results("slurm_overhead", result, args.out)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,31 @@
-"""The real engine: is vLLM, not dataforge's client, the bottleneck?
+"""The real engine: is vLLM, not dataforge's client, the bottleneck? dataforge against a bare
+client, vLLM's own batch runner and datatrove, on the same prompts in one run.
 
     .venv/bin/python bench/vllm_engine.py [--rows 400] [--max-tokens 32] [--model DIR]
+        [--no-datatrove] [--out FILE]
 
 Needs the engine environment (`make engine`). Uses a tiny random Llama built on the spot
-(engine/build_tiny_model.py) unless --model names a model folder. In one run, on the same
-prompts and sampling (temperature 0.8, seeded):
+(engine/build_tiny_model.py) unless --model names a model folder. On the same prompts, with
+temperature 0.8:
 1. `bare`: one vLLM server started by hand (the command dataforge builds) and an async client
    (aiohttp, concurrency 256) that sends every request and keeps nothing;
-2. `dataforge, 1 server`: the whole workflow with 8 chunks and `chunks.per_server: 8`;
-3. `dataforge, 2 servers`: 8 chunks with `chunks.per_server: 4`, to count model loads (2).
-Throughput is taken over the generation only (first request to last answer; for dataforge
-`stats.json`'s wall_time_s, first chunk start to last chunk end), so server start-up, which is
-reported separately, does not blur the comparison. Writes bench/results/vllm_engine.json.
+2. `run_batch`: `python -m vllm.entrypoints.openai.run_batch` with the same engine arguments on
+   a JSONL file of the same requests (loads the model itself; no HTTP);
+3. `datatrove`: datatrove 0.10.1's InferenceRunner (bench/peers/datatrove_run.py) against a
+   server started as for `bare` (its own `vllm serve` launch needs the `vllm` CLI, which the
+   CPU build's is broken), in its own environment;
+4. `dataforge, 1 server`: the whole workflow with 8 chunks and `chunks.per_server: 8`;
+5. `dataforge, 2 servers`: 8 chunks with `chunks.per_server: 4`, to count model loads (2).
+Two throughputs: over the generation only (first request to last answer; for dataforge
+`stats.json`'s wall_time_s, first chunk start to last chunk end; not known for run_batch), and
+over the total time, model load included. Writes bench/results/vllm_engine.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -32,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 ENGINE_PYTHON = REPO / ".venv-engine" / "bin" / "python"
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from client_overhead import snakemake_command  # noqa: E402
+from common import datatrove_python, snakemake_command, table, write_results  # noqa: E402
 
 from dataforge.engines import vllm_spec  # noqa: E402
 from dataforge.workflow import check_config  # noqa: E402
@@ -63,13 +71,7 @@ async def bare_client(url: str, model: str, texts: list[str], max_tokens: int) -
 
         async def one(i: int, text: str) -> None:
             nonlocal tokens
-            body = {
-                "model": model,
-                "messages": [{"role": "user", "content": text}],
-                "max_tokens": max_tokens,
-                "temperature": 0.8,
-                "seed": i,
-            }
+            body = request_body(model, i, text, max_tokens)
             async with sem, session.post(url + "/chat/completions", json=body) as resp:
                 data = await resp.json()
                 if resp.status != 200:
@@ -82,10 +84,26 @@ async def bare_client(url: str, model: str, texts: list[str], max_tokens: int) -
     return {"wall_s": wall, "completion_tokens": tokens}
 
 
-def run_bare(model: str, texts: list[str], max_tokens: int, work: Path) -> dict:
+def request_body(model: str, i: int, text: str, max_tokens: int) -> dict:
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": max_tokens,
+        "temperature": 0.8,
+        "seed": i,
+    }
+
+
+def engine_spec(model: str, texts: list[str], max_tokens: int, work: Path):
     config = check_config(config_for(model, work / "x.jsonl", max_tokens, 8, len(texts)), REPO)
-    spec = vllm_spec(config, REPO)
-    log = open(work / "bare-engine.log", "wb")  # noqa: SIM115
+    return vllm_spec(config, REPO)
+
+
+@contextlib.contextmanager
+def vllm_server(model: str, texts: list[str], max_tokens: int, work: Path, name: str):
+    """A vLLM server started with dataforge's command; yields (spec, seconds to ready)."""
+    spec = engine_spec(model, texts, max_tokens, work)
+    log = open(work / f"{name}-engine.log", "wb")  # noqa: SIM115
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         spec.command,
@@ -103,14 +121,77 @@ def run_bare(model: str, texts: list[str], max_tokens: int, work: Path) -> dict:
                 break
             except OSError:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"vLLM exited; see {work / 'bare-engine.log'}") from None
+                    raise RuntimeError(f"vLLM exited; see {log.name}") from None
                 time.sleep(0.2)
-        start = time.perf_counter() - t0
-        result = asyncio.run(bare_client(spec.base_url, model, texts, max_tokens))
+        yield spec, time.perf_counter() - t0
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=60)
-    return {"name": "bare async client, 1 server", "server_start_s": start, **result}
+        log.close()
+
+
+def run_bare(model: str, texts: list[str], max_tokens: int, work: Path) -> dict:
+    with vllm_server(model, texts, max_tokens, work, "bare") as (spec, start):
+        result = asyncio.run(bare_client(spec.base_url, model, texts, max_tokens))
+    return {"name": "bare async client, 1 server", "server_start_s": start,
+            "total_s": start + result["wall_s"], **result}  # fmt: skip
+
+
+def run_batch(model: str, texts: list[str], max_tokens: int, work: Path) -> dict:
+    """vLLM's own offline batch runner on the same requests."""
+    spec = engine_spec(model, texts, max_tokens, work)
+    args = list(spec.command[3:])
+    for flag in ("--host", "--port"):  # server-only flags
+        i = args.index(flag)
+        del args[i : i + 2]
+    args.remove("--disable-uvicorn-access-log")
+    batch_in, batch_out = work / "batch-in.jsonl", work / "batch-out.jsonl"
+    with open(batch_in, "w") as f:
+        for i, text in enumerate(texts):
+            body = request_body(model, i, text, max_tokens)
+            f.write(json.dumps({"custom_id": str(i), "method": "POST",
+                                "url": "/v1/chat/completions", "body": body}) + "\n")  # fmt: skip
+    cmd = [spec.command[0], "-m", "vllm.entrypoints.openai.run_batch",
+           "-i", str(batch_in), "-o", str(batch_out), *args]  # fmt: skip
+    t0 = time.perf_counter()
+    with open(work / "run-batch.log", "wb") as log:
+        subprocess.run(cmd, env={**os.environ, **spec.env}, stdout=log, stderr=log, check=True)
+    total = time.perf_counter() - t0
+    tokens = 0
+    answers = [json.loads(line) for line in batch_out.read_text().splitlines()]
+    assert len(answers) == len(texts), f"run_batch answered {len(answers)} of {len(texts)}"
+    for a in answers:
+        assert a.get("error") is None and a["response"]["status_code"] == 200, a
+        tokens += a["response"]["body"]["usage"]["completion_tokens"]
+    return {"name": "vLLM run_batch", "total_s": total, "completion_tokens": tokens}
+
+
+def run_datatrove(model: str, texts: list[str], max_tokens: int, work: Path) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    python = datatrove_python()
+    (work / "dt-in").mkdir(exist_ok=True)
+    pq.write_table(pa.table({"prompt": texts}), work / "dt-in" / "prompts.parquet")
+    with vllm_server(model, texts, max_tokens, work, "datatrove") as (spec, start):
+        cmd = [
+            str(python), str(REPO / "bench" / "peers" / "datatrove_run.py"), str(work / "dt-in"),
+            str(work / "dt-out"), spec.base_url.removesuffix("/v1"), "--chunk",
+            str(len(texts) // 8), "--concurrency", "256", "--max-tokens", str(max_tokens),
+            "--model", model, "--temperature", "0.8",
+        ]  # fmt: skip
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        wall = time.perf_counter() - t0
+    table_ = pq.read_table(work / "dt-out" / "data")
+    tokens = sum(
+        r["usage"]["completion_tokens"]
+        for rollouts in table_.column("rollout_results").to_pylist()
+        for r in rollouts
+    )
+    assert table_.num_rows == len(texts), f"datatrove wrote {table_.num_rows} rows"
+    return {"name": "datatrove 0.10.1, 1 server", "server_start_s": start, "wall_s": wall,
+            "total_s": start + wall, "completion_tokens": tokens}  # fmt: skip
 
 
 def run_dataforge(model: str, texts: list[str], max_tokens: int, per_server: int) -> dict:
@@ -144,7 +225,7 @@ def run_dataforge(model: str, texts: list[str], max_tokens: int, per_server: int
             "rows_failed": stats["rows_failed"],
             "model_loads": len(starts),
             "server_start_s": max(starts),
-            "whole_run_s": total,
+            "total_s": total,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -156,6 +237,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--model", default=None)
     parser.add_argument("--extra-args", nargs="*", default=[], help="for vLLM's server")
+    parser.add_argument("--no-datatrove", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     EXTRA.extend(args.extra_args)
     if not ENGINE_PYTHON.exists():
@@ -172,32 +255,33 @@ def main() -> None:
     texts = prompts(args.rows)
     results = [
         run_bare(model, texts, args.max_tokens, work),
+        run_batch(model, texts, args.max_tokens, work),
+    ]
+    if not args.no_datatrove:
+        results.append(run_datatrove(model, texts, args.max_tokens, work))
+    results += [
         run_dataforge(model, texts, args.max_tokens, per_server=8),
         run_dataforge(model, texts, args.max_tokens, per_server=4),
     ]
     shutil.rmtree(work, ignore_errors=True)
     bare = results[0]
     for r in results:
-        r["requests_per_s"] = args.rows / r["wall_s"]
-        r["output_tokens_per_s"] = r["completion_tokens"] / r["wall_s"]
-        r["tokens_per_s_vs_bare"] = r["output_tokens_per_s"] / bare["output_tokens_per_s"]
+        if "wall_s" in r:
+            r["output_tokens_per_s"] = r["completion_tokens"] / r["wall_s"]
+            r["tokens_per_s_vs_bare"] = r["output_tokens_per_s"] / bare["output_tokens_per_s"]
+        r["total_tokens_per_s"] = r["completion_tokens"] / r["total_s"]
+        r["total_vs_bare"] = r["total_s"] / bare["total_s"]
+        r.setdefault("model_loads", 1)
     print(f"\n{args.rows} prompts, max_tokens {args.max_tokens}, vLLM CPU build, model {model}")
-    print(f"{'run':42} {'gen s':>6} {'req/s':>7} {'tok/s':>7} {'ratio':>6} {'start s':>7} loads")
-    for r in results:
-        print(
-            f"{r['name']:42} {r['wall_s']:6.2f} {r['requests_per_s']:7.1f} "
-            f"{r['output_tokens_per_s']:7.0f} {r['tokens_per_s_vs_bare']:6.2f} "
-            f"{r['server_start_s']:7.1f} {r.get('model_loads', 1):5}"
-        )
-    out = REPO / "bench" / "results" / "vllm_engine.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {"date": time.strftime("%Y-%m-%d"), "rows": args.rows, "results": results}, indent=2
-        )
-        + "\n"
-    )
-    print(f"wrote {out.relative_to(REPO)}")
+    print(table(results, [
+        ("name", "run", ""), ("wall_s", "gen s", ".2f"),
+        ("output_tokens_per_s", "gen tok/s", ".0f"),
+        ("tokens_per_s_vs_bare", "vs bare", ".2f"), ("server_start_s", "start s", ".1f"),
+        ("total_s", "total s", ".1f"), ("total_tokens_per_s", "total tok/s", ".0f"),
+        ("total_vs_bare", "total x bare", ".2f"), ("model_loads", "loads", "d"),
+    ]))  # fmt: skip
+    write_results("vllm_engine", {"rows": args.rows, "max_tokens": args.max_tokens,
+                                  "results": results}, args.out)  # fmt: skip
 
 
 if __name__ == "__main__":

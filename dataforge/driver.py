@@ -146,11 +146,12 @@ class Driver:
         finally:
             usage = resource.getrusage(resource.RUSAGE_SELF)
             log.info(
-                "server %s: stopping after %d chunks (%.1f s, %.2f s CPU)",
+                "server %s: stopping after %d chunks (%.1f s, %.2f s CPU, peak RSS %.0f MB)",
                 self.server_id,
                 self.chunks_done,
                 time.time() - self.started,
                 usage.ru_utime + usage.ru_stime,
+                usage.ru_maxrss / 1024,
             )
             if self.rollouts is not None:  # e.g. a process pool from the shared context
                 try:

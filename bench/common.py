@@ -1,0 +1,144 @@
+"""What the benchmark scripts share: running and measuring a command, the peers' environments,
+the OpenAI-compatible loopback server, and writing results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RESULTS = REPO / "bench" / "results"
+
+# datatrove as the issue's baseline, in its own environment (its pins are not ours); the
+# inference extra would pull vLLM and SGLang, so only what InferenceRunner imports is installed
+DATATROVE = "datatrove[io]==0.10.1"
+DATATROVE_EXTRAS = ["aiofiles", "httpx", "aiosqlite", "pyyaml", "pandas"]
+DATATROVE_VENV = REPO / "bench" / ".venv-datatrove"
+
+
+def datatrove_python() -> Path:
+    """The datatrove environment's Python, built on first use (about 30 s from PyPI)."""
+    python = DATATROVE_VENV / "bin" / "python"
+    stamp = DATATROVE_VENV / ".installed"
+    if not stamp.exists() or stamp.read_text() != DATATROVE:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(DATATROVE_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", DATATROVE, *DATATROVE_EXTRAS],
+            check=True,
+        )
+        stamp.write_text(DATATROVE)
+    return python
+
+
+def measure(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> dict:
+    """Run `cmd` to its end; its wall time, the CPU time of its process tree and the largest
+    peak RSS of any process in it. Measured from a fresh child Python: ru_maxrss of children is
+    a running maximum, so an earlier, larger process of this run would show in a later one."""
+    out = subprocess.run(
+        [sys.executable, __file__, "__measure__", json.dumps([list(map(str, cmd)),
+                                                              str(cwd or ""), env])],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout)
+
+
+def _measure(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.run(
+            cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err, timeout=1800
+        )
+        if proc.returncode:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{err.read()[-3000:]}")
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": after.ru_maxrss / 1024}
+
+
+def snakemake_command(configfile: str, *extra: str) -> list[str]:
+    """A dataforge run on 2 cores with `configfile` in the current directory (`extra`: targets,
+    options)."""
+    return [
+        str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--cores", "2", *extra,
+        "--configfile", configfile, "--quiet",
+    ]  # fmt: skip
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def write_prompt_parquet(path: Path, rows: int, row_group: int = 10_000) -> Path:
+    """`rows` short prompts with an id column, the input every client benchmark shares."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(path, pa.schema([("id", pa.string()), ("prompt", pa.string())])) as w:
+        for start in range(0, rows, row_group):
+            ids = range(start, min(rows, start + row_group))
+            w.write_table(
+                pa.table(
+                    {
+                        "id": [f"r{i}" for i in ids],
+                        "prompt": [f"question {i} about things" for i in ids],
+                    }
+                )
+            )
+    return path
+
+
+def write_results(name: str, data: dict, out: Path | None) -> Path:
+    """Write `data` with the date and machine to `out` (default bench/results/<name>.json)."""
+    out = out or RESULTS / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stamp = {"date": time.strftime("%Y-%m-%d"), "machine": machine()}
+    out.write_text(json.dumps({**stamp, **data}, indent=2) + "\n")
+    shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out
+    print(f"wrote {shown}")
+    return out
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """A plain-text table: columns are (key, header, format); the first is left-aligned."""
+    grid = [[h for _, h, _ in columns]]
+    for r in rows:
+        grid.append([format(r[k], f) if r.get(k) is not None else "-" for k, _, f in columns])
+    widths = [max(len(line[i]) for line in grid) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in grid
+    )
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["__measure__"]:
+    cmd, cwd, env = json.loads(sys.argv[2])
+    print(json.dumps(_measure(cmd, cwd=Path(cwd) if cwd else None, env=env)))
