@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -34,12 +33,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
-    REPO,
-    datatrove_python,
+    datatrove_command,
+    loopback_server,
     measure,
     snakemake_command,
     table,
-    wait_http,
     write_prompt_parquet,
     write_results,
 )
@@ -96,14 +94,11 @@ def run_dataforge(data: Path, url: str, size: int, per_server: int, rows: int) -
 def run_datatrove(data: Path, url: str, size: int, rows: int) -> dict:
     import pyarrow.parquet as pq
 
-    python = datatrove_python()
     work = Path(tempfile.mkdtemp(prefix="datatrove-bench-"))
     try:
-        cmd = [
-            str(python), str(REPO / "bench" / "peers" / "datatrove_run.py"), str(data.parent),
-            str(work), url.removesuffix("/v1"), "--chunk", str(size),
-            "--concurrency", str(CONCURRENCY),
-        ]  # fmt: skip
+        cmd = datatrove_command(
+            data.parent, work, url, "--chunk", str(size), "--concurrency", str(CONCURRENCY)
+        )
         m = measure(cmd)
         written = sum(pq.read_metadata(p).num_rows for p in (work / "data").glob("*.parquet"))
         assert written == rows, f"datatrove wrote {written} of {rows} rows"
@@ -122,24 +117,15 @@ def reset(base: str) -> None:
 
 
 def bench_latency(args: argparse.Namespace, data: Path, latency_ms: float) -> list[dict]:
-    from dataforge.engines import free_port
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    url = f"{base}/v1"
-    server = subprocess.Popen(
-        [sys.executable, str(REPO / "bench" / "loopback.py"), str(port), str(latency_ms / 1000)],
-        stdout=subprocess.DEVNULL,
-    )
-    runs = [lambda: {"name": "bare async client", **measure(
-        [sys.executable, __file__, "__bare__", url, str(args.rows)])}]  # fmt: skip
-    if not args.no_datatrove:
-        runs.append(lambda: run_datatrove(data, url, args.chunk_sizes[0], args.rows))
-    for size in args.chunk_sizes:
-        runs.append(lambda s=size: run_dataforge(data, url, s, args.per_server, args.rows))
     results = []
-    try:
-        wait_http(f"{url}/models")
+    with loopback_server(latency_ms / 1000) as base:
+        url = f"{base}/v1"
+        runs = [lambda: {"name": "bare async client", **measure(
+            [sys.executable, __file__, "__bare__", url, str(args.rows)])}]  # fmt: skip
+        if not args.no_datatrove:
+            runs.append(lambda: run_datatrove(data, url, args.chunk_sizes[0], args.rows))
+        for size in args.chunk_sizes:
+            runs.append(lambda s=size: run_dataforge(data, url, s, args.per_server, args.rows))
         for one in runs:
             reset(base)
             r = one()
@@ -153,9 +139,6 @@ def bench_latency(args: argparse.Namespace, data: Path, latency_ms: float) -> li
                 r["window_s"] = s["window_s"]
                 r["throughput_vs_ceiling"] = args.rows / s["window_s"] / ceiling
             results.append(r)
-    finally:
-        server.terminate()
-        server.wait()
     for r in results:
         r["wall_vs_bare"] = r["wall_s"] / results[0]["wall_s"]
     return results

@@ -3,6 +3,7 @@ the OpenAI-compatible loopback server, and writing results."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +39,34 @@ def datatrove_python() -> Path:
         )
         stamp.write_text(DATATROVE)
     return python
+
+
+def datatrove_command(inputs: Path, out: Path, url: str, *flags: str) -> list[str]:
+    """bench/peers/datatrove_run.py in datatrove's environment, reading the Parquet files in
+    `inputs`, writing under `out`, against the OpenAI-compatible server at `url` (…/v1)."""
+    script = REPO / "bench" / "peers" / "datatrove_run.py"
+    return [str(datatrove_python()), str(script), str(inputs), str(out),
+            url.removesuffix("/v1"), *flags]  # fmt: skip
+
+
+@contextlib.contextmanager
+def loopback_server(latency_s: float = 0.0) -> Iterator[str]:
+    """bench/loopback.py on a free port of 127.0.0.1 for the block; yields its base URL
+    (without /v1)."""
+    from dataforge.engines import free_port
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "loopback.py"), str(port), str(latency_s)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"{base}/v1/models")
+        yield base
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def measure(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> dict:

@@ -19,7 +19,6 @@ import argparse
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,12 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from client_overhead import dataforge_config
 from common import (
-    REPO,
-    datatrove_python,
+    datatrove_command,
+    loopback_server,
     measure,
     snakemake_command,
     table,
-    wait_http,
     write_prompt_parquet,
     write_results,
 )
@@ -56,12 +54,8 @@ def run_dataforge(data: Path, url: str, chunk: int) -> dict:
 def run_datatrove(data: Path, url: str, chunk: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="datatrove-mem-"))
     try:
-        cmd = [
-            str(datatrove_python()), str(REPO / "bench" / "peers" / "datatrove_run.py"),
-            str(data.parent), str(work), url.removesuffix("/v1"), "--chunk", str(chunk),
-            "--limit", str(chunk),
-        ]  # fmt: skip
-        m = measure(cmd)
+        m = measure(datatrove_command(data.parent, work, url, "--chunk", str(chunk),
+                                      "--limit", str(chunk)))  # fmt: skip
         return {"datatrove_rss_mb": m["peak_rss_mb"], "datatrove_s": m["wall_s"]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -74,27 +68,16 @@ def main() -> None:
     parser.add_argument("--no-datatrove", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    from dataforge.engines import free_port
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/v1"
-    server = subprocess.Popen(
-        [sys.executable, str(REPO / "bench" / "loopback.py"), str(port)], stdout=subprocess.DEVNULL
-    )
     results = []
-    try:
-        wait_http(f"{url}/models")
+    with loopback_server() as base:
         for rows in args.rows:
             with tempfile.TemporaryDirectory(prefix="bench-mem-input-") as tmp:
                 data = write_prompt_parquet(Path(tmp) / "in" / "prompts.parquet", rows)
                 r = {"rows": rows, "input_mb": data.stat().st_size / 2**20}
-                r.update(run_dataforge(data, url, args.chunk))
+                r.update(run_dataforge(data, f"{base}/v1", args.chunk))
                 if not args.no_datatrove:
-                    r.update(run_datatrove(data, url, args.chunk))
+                    r.update(run_datatrove(data, f"{base}/v1", args.chunk))
                 results.append(r)
-    finally:
-        server.terminate()
-        server.wait()
     first, last = results[0], results[-1]
     growth = {k: last[k] / first[k] for k in first if k.endswith("_rss_mb")}
     print(f"\none chunk of {args.chunk} rows out of inputs of different sizes (peak RSS, MB)")

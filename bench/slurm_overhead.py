@@ -34,17 +34,13 @@ sys.path[:0] = [
     str(Path(__file__).resolve().parents[1] / "tests"),
 ]
 
-from common import BIN, REPO, measure, write_results  # noqa: E402
-from workflow_scale import bench_dryrun, write_config  # noqa: E402
+from common import REPO, measure, write_results  # noqa: E402
+from workflow_scale import bench_dryrun, snakemake, write_config  # noqa: E402
 
 
 def run(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
     """Run `cmd`, fail loudly, return its wall time."""
     return measure(cmd, cwd, env)["wall_s"]
-
-
-def snakemake(*args: str) -> list[str]:
-    return [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), *args]
 
 
 SHIM = """#!/bin/sh

@@ -40,7 +40,13 @@ REPO = Path(__file__).resolve().parents[1]
 ENGINE_PYTHON = REPO / ".venv-engine" / "bin" / "python"
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from common import datatrove_python, snakemake_command, table, write_results  # noqa: E402
+from common import (  # noqa: E402
+    datatrove_command,
+    measure,
+    snakemake_command,
+    table,
+    write_results,
+)
 
 from dataforge.engines import vllm_spec  # noqa: E402
 from dataforge.workflow import check_config  # noqa: E402
@@ -170,19 +176,15 @@ def run_datatrove(model: str, texts: list[str], max_tokens: int, work: Path) -> 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    python = datatrove_python()
     (work / "dt-in").mkdir(exist_ok=True)
     pq.write_table(pa.table({"prompt": texts}), work / "dt-in" / "prompts.parquet")
     with vllm_server(model, texts, max_tokens, work, "datatrove") as (spec, start):
-        cmd = [
-            str(python), str(REPO / "bench" / "peers" / "datatrove_run.py"), str(work / "dt-in"),
-            str(work / "dt-out"), spec.base_url.removesuffix("/v1"), "--chunk",
-            str(len(texts) // 8), "--concurrency", "256", "--max-tokens", str(max_tokens),
-            "--model", model, "--temperature", "0.8",
-        ]  # fmt: skip
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        wall = time.perf_counter() - t0
+        cmd = datatrove_command(
+            work / "dt-in", work / "dt-out", spec.base_url, "--chunk", str(len(texts) // 8),
+            "--concurrency", "256", "--max-tokens", str(max_tokens), "--model", model,
+            "--temperature", "0.8",
+        )  # fmt: skip
+        wall = measure(cmd)["wall_s"]
     table_ = pq.read_table(work / "dt-out" / "data")
     tokens = sum(
         r["usage"]["completion_tokens"]
