@@ -75,11 +75,14 @@ def _get_json(url: str, timeout: float) -> dict[str, Any]:
         return json.loads(stream.read())
 
 
-def wait_for_server(service_file: str | Path, file_timeout_s: float = FILE_TIMEOUT_S) -> str:
+def wait_for_server(
+    service_file: str | Path, file_timeout_s: float = FILE_TIMEOUT_S, parent: int | None = None
+) -> str:
     """Wait until the serve process of this run is ready; return its URL.
 
     The serve job writes its address within a second or two of starting; after that the wait
-    is bounded by the engine's start-up timeout, which the service file carries.
+    is bounded by the engine's start-up timeout, which the service file carries. The wait
+    ends when `parent`, the Snakemake process that started the job, is gone.
 
     Raises:
         ChunkJobError: if the server dies, fails, or is not ready in time.
@@ -88,7 +91,10 @@ def wait_for_server(service_file: str | Path, file_timeout_s: float = FILE_TIMEO
     deadline = time.monotonic() + file_timeout_s
     extended = False
     last = "the service file is still empty"
+    parent = os.getppid() if parent is None else parent
     while time.monotonic() < deadline:
+        if os.getppid() != parent:
+            raise ChunkJobError(f"the Snakemake process {parent} that started this job is gone")
         info = _read_service(service_file)
         if info is not None:
             if not extended and info.get("ppid") == os.getppid():
@@ -148,13 +154,14 @@ def run_chunk(
     spec: dict[str, Any],
     parquet: str,
     stats: str,
+    parent: int | None = None,
 ) -> dict[str, Any]:
     """Generate one chunk through the group's server; returns the server's result line.
 
     Raises:
         ChunkJobError: with the reason the chunk failed.
     """
-    url = wait_for_server(service_file)
+    url = wait_for_server(service_file, parent=parent)
     body = {
         "spec": spec,
         "plan": os.path.abspath(plan),
@@ -173,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     from dataforge.logs import run_logged
 
     parser = argparse.ArgumentParser(description="Generate one chunk through its server.")
+    parser.add_argument(
+        "--parent", type=int, help="PID of the Snakemake process (the shell's $PPID)"
+    )
     parser.add_argument("--spec", required=True, help="the chunk's JSON spec")
     parser.add_argument("--service-file", required=True)
     parser.add_argument("--plan", required=True)
@@ -188,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             spec=json.loads(args.spec),
             parquet=args.parquet,
             stats=args.stats,
+            parent=args.parent,
         )
         usage = resource.getrusage(resource.RUSAGE_SELF)
         log.info(

@@ -3,7 +3,9 @@
 Retried: connection errors, timeouts, malformed responses, HTTP 408, 429 and 5xx, with
 exponential backoff and jitter (`Retry-After` honoured), at most `max_retries` times, with no
 sleep after the last attempt. Any other 4xx is permanent. When the engine process is known to be
-dead, requests fail at once with `EngineDead` instead of retrying into the void.
+dead, or a connection error comes with an engine that answers no HTTP at all (`probe`), requests
+fail at once with `EngineDead` instead of retrying into the void and writing every row of the
+chunk as failed: the chunk fails, and the rerun generates it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import json
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +106,7 @@ class EngineClient:
         api_key: str | None = None,
         backoff_base_s: float = 1.0,
         alive: Callable[[], bool] | None = None,
+        probe: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         base = base_url.rstrip("/")
         self.urls = {"chat": base + "/chat/completions", "completions": base + "/completions"}
@@ -113,6 +116,7 @@ class EngineClient:
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.alive = alive or (lambda: True)
+        self.probe = probe  # after a connection error: does the engine answer at all?
         self.headers = {"Content-Type": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
@@ -178,6 +182,8 @@ class EngineClient:
             except _Retryable as e:
                 if not self.alive():
                     raise EngineDead(f"engine is gone ({e.kind}: {e})") from None
+                if e.kind == "connection" and self.probe is not None and not await self.probe():
+                    raise EngineDead(f"engine is unreachable ({e.kind}: {e})") from None
                 if attempt == self.max_retries:
                     attempts = self.max_retries + 1
                     raise RequestFailed(

@@ -125,6 +125,8 @@ def generation_settings(config: dict[str, Any]) -> dict[str, Any]:
         "template": config["prompt"]["template"],
         "sampling": dict(config["sampling"]),
     }
+    if config["prompt"].get("too_long", "truncate") != "truncate":  # keep existing chunks
+        settings["too_long"] = config["prompt"]["too_long"]
     rollout = config.get("rollout") or {}
     if rollout.get("function"):
         settings["rollout"] = {k: rollout[k] for k in ("function", "shared_context", "kwargs")}

@@ -52,8 +52,13 @@ from dataforge.source import RowReader
 
 log = logging.getLogger("dataforge.serve")
 PROGRESS_EVERY_S = 2.0
+PROBE_ATTEMPTS = 3  # health checks, 1 s apart, before an engine counts as unreachable
+PROBE_CACHE_S = 2.0  # requests failing together share one probe's answer for this long
+PARENT_CHECK_S = 0.5  # how often the server checks that the Snakemake process that runs it lives
 # Tokens kept free when truncating: re-tokenizing cut text can merge differently at the cut.
 TRUNCATION_MARGIN = 8
+# Engines that serve vLLM's /tokenize and /detokenize (prompts are fitted to the context).
+TOKENIZING_KINDS = frozenset({"vllm", "dummy"})
 
 
 class ChunkFailed(Exception):
@@ -71,6 +76,7 @@ class Driver:
         token: str,
         engine_log: str,
         basedir: Path,
+        parent: int | None = None,
     ) -> None:
         self.config = config
         self.basedir = basedir
@@ -94,6 +100,10 @@ class Driver:
         self.engine_ready: float | None = None  # when the engine answered (time.time())
         self.engine_version: str | None = None  # vLLM's GET /version, where it has one
         self.rollouts: Rollouts | None = None  # rollout.function, its shared context
+        self._probe: asyncio.Future | None = None  # the engine_reachable() check in progress
+        self._probe_at = 0.0
+        # The Snakemake process that started this job (read first thing by serve_job).
+        self.parent = os.getppid() if parent is None else parent
 
     @property
     def gpus(self) -> int:
@@ -118,6 +128,7 @@ class Driver:
         await web.SockSite(runner, self.sock).start()
         host, port = self.sock.getsockname()
         log.info("server %s: service on %s:%d (pid %d)", self.server_id, host, port, os.getpid())
+        orphan_watch = asyncio.create_task(self.watch_parent())
         code = 0
         try:
             if self.config["rollout"]["function"]:  # imported before the engine starts
@@ -144,6 +155,7 @@ class Driver:
             self.fail(str(e))
             code = 1
         finally:
+            orphan_watch.cancel()
             usage = resource.getrusage(resource.RUSAGE_SELF)
             log.info(
                 "server %s: stopping after %d chunks (%.1f s, %.2f s CPU, peak RSS %.0f MB)",
@@ -250,6 +262,7 @@ class Driver:
             max_retries=engine["max_retries"],
             api_key=self.spec.api_key,
             alive=self.engine_alive,
+            probe=self.engine_reachable,
         )
         await self.client.__aenter__()
         self.engine_version = await self.ask_version(headers)
@@ -257,6 +270,36 @@ class Driver:
         self.state = "ready"
         self.ready.set()
         log.info("server %s: engine ready after %.1f s", self.server_id, time.time() - self.started)
+
+    async def engine_reachable(self) -> bool:
+        """Whether the engine answers HTTP at all (any status), after a connection error.
+
+        An endpoint server that went away, or an engine process that lives but stopped
+        listening, fails the chunk (EngineDead) instead of turning its rows into error rows.
+        Requests that fail together share one check.
+        """
+        now = time.monotonic()
+        if self._probe is None or (self._probe.done() and now - self._probe_at > PROBE_CACHE_S):
+            self._probe_at = now
+            self._probe = asyncio.ensure_future(self._probe_engine())
+        return await asyncio.shield(self._probe)
+
+    async def _probe_engine(self) -> bool:
+        headers = {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            for attempt in range(PROBE_ATTEMPTS):
+                try:
+                    async with session.get(
+                        self.spec.health_url, timeout=aiohttp.ClientTimeout(total=5)
+                    ):
+                        return True
+                except (aiohttp.ClientError, TimeoutError):
+                    if attempt + 1 < PROBE_ATTEMPTS:
+                        await asyncio.sleep(1.0)
+        log.error(
+            "server %s: the engine at %s answers no request", self.server_id, self.spec.base_url
+        )
+        return False
 
     async def ask_version(self, headers: dict[str, str]) -> str | None:
         """The engine's version from vLLM's `GET /version` (recorded in stats.json); None
@@ -283,6 +326,19 @@ class Driver:
         if name not in served:
             raise DataforgeError(f"the engine serves {served}, not model.name {name!r}")
         return True
+
+    async def watch_parent(self) -> None:
+        """Stop when the Snakemake process that started this job is gone (kill -9 of that
+        process alone, the OOM killer): no one would ever send the service its SIGTERM, and
+        the engine would hold its GPUs for good. Chunks in flight are redone by the rerun."""
+        while os.getppid() == self.parent:
+            await asyncio.sleep(PARENT_CHECK_S)
+        log.error(
+            "server %s: the Snakemake process %d that started it is gone; stopping",
+            self.server_id,
+            self.parent,
+        )
+        self.stop.set()
 
     async def watch_engine(self) -> None:
         while self.engine_alive():
@@ -370,7 +426,8 @@ class Driver:
         UTF-8 length already fits (a token covers at least one byte) is not tokenized.
 
         Raises:
-            PromptError: when even an empty document does not fit.
+            PromptError: when even an empty document does not fit, or when the prompt does not
+                fit and `prompt.too_long` is `error`.
         """
         budget = self.config["model"]["max_context"] - gen["sampling"]["max_tokens"]
         overhead = await self.prompt_overhead(gen)
@@ -382,6 +439,12 @@ class Driver:
         tokens = answer["tokens"]
         if len(tokens) + overhead <= budget:
             return text, False
+        if gen.get("too_long") == "error":
+            raise PromptError(
+                "prompt_too_long",
+                f"{len(tokens) + overhead} prompt tokens with the template and chat template; "
+                f"{budget} fit (model.max_context - sampling.max_tokens)",
+            )
         room = budget - overhead - TRUNCATION_MARGIN
         if room <= 0:
             raise PromptError(
@@ -451,7 +514,7 @@ class Driver:
         async def one_row(i: int) -> None:
             try:
                 prompt = prompts[i]
-                if self.spec.kind == "vllm" and plan["prompt_kind"] == "text" and prompt:
+                if self.spec.kind in TOKENIZING_KINDS and plan["prompt_kind"] == "text" and prompt:
                     prompt, cut = await self.fit_to_context(str(prompt), gen)
                     truncated[i] = cut
                 messages = build_messages(
@@ -534,7 +597,11 @@ class Driver:
             table = build_chunk_table(rows, start, generations, errors, record, rollout_json)
             # Sidecar first, Parquet last: the Parquet file is what marks the chunk as done.
             write_json_atomic(outputs["stats"], stats)
-            write_chunk(table, outputs["parquet"])
+            try:
+                write_chunk(table, outputs["parquet"])
+            except BaseException:  # e.g. a full disk: no sidecar of a chunk that is not there
+                Path(outputs["stats"]).unlink(missing_ok=True)
+                raise
 
         await asyncio.to_thread(write)
         log.info(

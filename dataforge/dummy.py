@@ -6,9 +6,11 @@ The completion echoes the start of the last message, so tests can check that eve
 got the answer to its own prompt. Token counts are word counts; the completion length is
 derived from a hash of the request (1 to `max_tokens`) unless fixed. Injected faults hit a
 request the first time it is seen and never on its retry, so a correct client always recovers;
-a request containing `--reject-marker` always gets HTTP 400. `/v1/completions` answers a
-`prompt` as a chat with that one user message; `/tokenize` and `/detokenize` (as vLLM's) count
-one token per word.
+a request containing `--reject-marker` always gets HTTP 400, and with `--max-model-len` one
+whose prompt and `max_tokens` do not fit gets vLLM's HTTP 400. `/v1/completions` answers a
+`prompt` as a chat with that one user message; `/tokenize` (of a `prompt` or of `messages`)
+and `/detokenize` count tokens as the completions' usage does: one per word, plus 4 per
+message.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import signal
 from typing import Any
 
@@ -34,14 +37,20 @@ class DummyEngine:
         completion_tokens: int | None = None,
         reject_marker: str | None = None,
         faults: dict[str, float] | None = None,
+        max_model_len: int | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.latency_s = latency_s
+        self.max_model_len = max_model_len
+        self.api_key = api_key
         self.completion_tokens = completion_tokens
         self.reject_marker = reject_marker
         self.faults = {k: float((faults or {}).get(k, 0.0)) for k in FAULT_KINDS}
         self.seen: set[str] = set()
         self.vocab: dict[str, int] = {}  # word -> token id, for /tokenize and /detokenize
-        self.counts: dict[str, int] = dict.fromkeys(("requests", *FAULT_KINDS, "rejected"), 0)
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("requests", *FAULT_KINDS, "rejected", "too_long", "unauthorized"), 0
+        )
 
     def _fault_for(self, key: str, digest: bytes) -> str | None:
         """The fault to inject for this request's first attempt, if any."""
@@ -60,6 +69,9 @@ class DummyEngine:
         """/v1/chat/completions, and /v1/completions (a `prompt` is one user message)."""
         raw = await request.read()
         self.counts["requests"] += 1
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            self.counts["unauthorized"] += 1
+            return web.json_response({"error": {"message": "invalid API key"}}, status=401)
         chat = request.path.endswith("/chat/completions")
         try:
             body = json.loads(raw)
@@ -78,6 +90,15 @@ class DummyEngine:
                 {"error": {"message": "prompt rejected by the dummy engine", "code": 400}},
                 status=400,
             )
+        prompt_tokens = message_tokens(messages)
+        if self.max_model_len and prompt_tokens + max_tokens > self.max_model_len:
+            self.counts["too_long"] += 1
+            message = (
+                f"This model's maximum context length is {self.max_model_len} tokens. However, "
+                f"you requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the "
+                f"messages, {max_tokens} in the completion)."
+            )
+            return web.json_response({"error": {"message": message, "code": 400}}, status=400)
         fault = self._fault_for(digest.hex(), digest)
         if fault:
             self.counts[fault] += 1
@@ -107,12 +128,20 @@ class DummyEngine:
         return web.json_response(answer)
 
     async def tokenize(self, request: web.Request) -> web.Response:
-        """vLLM's /tokenize for a `prompt`: one token per whitespace-separated word."""
+        """vLLM's /tokenize of a `prompt` (one token per whitespace-separated word) or of chat
+        `messages` (as the completions' usage counts them)."""
         body = await request.json()
-        if "prompt" not in body:
+        if "messages" in body:
+            count = message_tokens(body["messages"])
+            tokens = list(range(count))
+        elif "prompt" in body:
+            words = str(body["prompt"]).split()
+            tokens = [self.vocab.setdefault(w, len(self.vocab)) for w in words]
+        else:
             return web.json_response({"error": {"message": "prompt is required"}}, status=400)
-        tokens = [self.vocab.setdefault(w, len(self.vocab)) for w in str(body["prompt"]).split()]
-        return web.json_response({"tokens": tokens, "count": len(tokens), "max_model_len": 4096})
+        return web.json_response(
+            {"tokens": tokens, "count": len(tokens), "max_model_len": self.max_model_len or 4096}
+        )
 
     async def detokenize(self, request: web.Request) -> web.Response:
         """vLLM's /detokenize: the words of the ids, joined by spaces."""
@@ -132,7 +161,7 @@ class DummyEngine:
         # The echo of the prompt is always there (not counted as tokens); then n filler words.
         words = ["Echo:", *last.split()[:8], "|"]
         words += [f"w{(h >> (i % 48)) % 97}" for i in range(n)]
-        prompt_tokens = sum(len(str(m.get("content", "")).split()) + 4 for m in messages)
+        prompt_tokens = message_tokens(messages)
         return {
             "id": f"chatcmpl-{digest[:6].hex()}",
             "object": "chat.completion",
@@ -150,6 +179,11 @@ class DummyEngine:
                 "total_tokens": prompt_tokens + n,
             },
         }
+
+
+def message_tokens(messages: list[Any]) -> int:
+    """The dummy's token count of chat messages: words of each content, plus 4 per message."""
+    return sum(len(str(m.get("content", "")).split()) + 4 for m in messages)
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -211,12 +245,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--completion-tokens", type=int, default=None)
     parser.add_argument("--reject-marker", default=None)
     parser.add_argument("--faults", default="{}", help="JSON: fraction per fault kind")
+    parser.add_argument("--max-model-len", type=int, default=None, help="context, in tokens")
+    parser.add_argument(
+        "--api-key-env", default=None, help="require the bearer token in this variable"
+    )
     args = parser.parse_args(argv)
     engine = DummyEngine(
         latency_s=args.latency_s,
         completion_tokens=args.completion_tokens,
         reject_marker=args.reject_marker,
         faults=json.loads(args.faults),
+        max_model_len=args.max_model_len,
+        api_key=os.environ[args.api_key_env] if args.api_key_env else None,
     )
     asyncio.run(serve(args.host, args.port, engine))
 

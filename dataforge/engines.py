@@ -64,6 +64,8 @@ def engine_spec(config: dict[str, Any], basedir: Path | None = None) -> EngineSp
             str(dummy["latency_s"]),
             "--faults",
             json.dumps(dummy["faults"]),
+            "--max-model-len",
+            str(config["model"]["max_context"]),
         ]
         if dummy["completion_tokens"]:
             command += ["--completion-tokens", str(dummy["completion_tokens"])]

@@ -46,6 +46,9 @@ def write_service_file(
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments and run the server until Snakemake stops it."""
     parser = argparse.ArgumentParser(description="Run one dataforge engine server.")
+    parser.add_argument(
+        "--parent", type=int, help="PID of the Snakemake process (the shell's $PPID)"
+    )
     parser.add_argument("--server", required=True)
     parser.add_argument("--service-file", required=True)
     parser.add_argument("--log", required=True)
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from dataforge.driver import Driver
 
-        driver = Driver(config, args.server, sock, token, args.engine_log, basedir)
+        driver = Driver(config, args.server, sock, token, args.engine_log, basedir, args.parent)
         code = asyncio.run(driver.run())
         if code:
             raise SystemExit(code)

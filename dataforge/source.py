@@ -150,6 +150,35 @@ def _open_text_reader(path: Path, fmt: str) -> pa.RecordBatchReader:
     return pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=16 << 20))
 
 
+def _first_bad_utf8(path: Path) -> str:
+    """Where `path` first holds bytes that are not UTF-8 (for the error message)."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return f"{path} line {number} is not valid UTF-8 (byte {e.start + 1} of the line)"
+    return f"{path} is not valid UTF-8"
+
+
+def _check_text_columns(batch: pa.RecordBatch, path: Path) -> None:
+    """Text that is not UTF-8 stops the plan with the file, line and column: pyarrow's JSON
+    reader keeps such bytes in string columns unchecked (reading the rows fails later, in the
+    middle of the run), and its CSV reader types the whole column binary."""
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        bad = pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)
+        if not bad and pa.types.is_string(column.type):
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid:
+                bad = True
+        if bad:
+            raise InputError(
+                f"input.dataset: column {name!r} of {_first_bad_utf8(path)}; "
+                "dataforge reads text as UTF-8"
+            )
+
+
 def _convert_to_parquet(files: list[Path], fmt: str, target: Path, row_group_rows: int) -> None:
     """Stream JSONL/CSV files into one Parquet file, batch by batch (bounded memory)."""
 
@@ -160,6 +189,7 @@ def _convert_to_parquet(files: list[Path], fmt: str, target: Path, row_group_row
                 try:
                     reader = _open_text_reader(f, fmt)
                     for batch in reader:
+                        _check_text_columns(batch, f)
                         if writer is None:
                             writer = pq.ParquetWriter(tmp, batch.schema)
                         elif not batch.schema.equals(writer.schema):

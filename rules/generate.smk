@@ -25,6 +25,6 @@ rule generate_chunk:
         spec=get_chunk_spec,
         plan=PLAN,
     shell:
-        "exec $DATAFORGE_PYTHON -m dataforge.chunk_client --spec {params.spec:q}"
+        "exec $DATAFORGE_PYTHON -m dataforge.chunk_client --parent $PPID --spec {params.spec:q}"
         " --service-file {input.service:q} --plan {params.plan:q}"
         " --parquet {output.parquet:q} --stats {output.stats:q} --log {log:q}"

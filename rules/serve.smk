@@ -1,6 +1,8 @@
 # A service: Snakemake runs it together with the chunk jobs that take its file as input (one
 # Slurm job per group with the Slurm executor) and stops it with SIGTERM when they are all done.
 # - `exec`, so that SIGTERM reaches the server itself and not a forked shell.
+# - `--parent $PPID`: the Snakemake process, read by the shell as soon as it starts; the server
+#   stops when that process is gone (dataforge/driver.py, watch_parent).
 # - No params: a params change would schedule the service again without any consumer, and a
 #   service nobody consumes is never stopped (the run hangs). The server reads the engine
 #   settings from results/.serve/config.json, which the main process writes from the validated
@@ -21,5 +23,5 @@ rule serve_model:
         gres=SERVE_RESOURCES["gres"],
         nodes=SERVE_RESOURCES["nodes"],
     shell:
-        "exec $DATAFORGE_PYTHON -m dataforge.serve_job --server {wildcards.server}"
+        "exec $DATAFORGE_PYTHON -m dataforge.serve_job --parent $PPID --server {wildcards.server}"
         " --service-file {output.service:q} --log {log.main:q} --engine-log {log.engine:q}"
