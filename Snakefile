@@ -40,6 +40,7 @@ rule all:
 
 onstart:
     check_slurm_site()
+    write_serve_config()
     record_invocation()
     start_monitor(check_hub_output())
 

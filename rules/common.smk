@@ -69,16 +69,23 @@ def get_service_file(wildcards):
     it only for files that exist when the DAG is built: hence an empty placeholder (the serve
     job overwrites it). The service's metadata record is dropped so that no params or code
     change can schedule a server without chunks, which would never be stopped. Main process
-    only; see the README's "How it works".
+    only; see the README's "How it works". The serve config is written here only when it is
+    missing (`--no-hooks`): a run refused by another run's lock builds its DAG first and must
+    not change the settings of that run's servers (write_serve_config, from onstart).
     """
     path = service_file(dfw.server_of(wildcards.chunk, config))
     if workflow.is_main_process and path not in _prepared_services:
-        if not _prepared_services:
-            dfw.write_serve_config(SERVE_CONFIG, config, workflow.basedir)
+        if not _prepared_services and not os.path.exists(SERVE_CONFIG):
+            write_serve_config()
         _prepared_services.add(path)
         dfw.ensure_placeholders([path])
         workflow.persistence.cleanup_metadata(IOFile(path))
     return ancient(path)
+
+
+def write_serve_config():
+    """Write the validated config that the serve jobs read (onstart: this run holds the lock)."""
+    dfw.write_serve_config(SERVE_CONFIG, config, workflow.basedir)
 
 
 def get_chunk_spec(wildcards):
