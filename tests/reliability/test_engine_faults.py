@@ -1,0 +1,105 @@
+"""Engine faults: what the engine injects is exactly what stats.json counts, every transient
+fault is retried until it succeeds, the one permanent failure is a row with its error, and an
+engine that goes away fails its chunks fast (no hang, no rows written as failed) so that the
+rerun generates them. (The managed engine killed mid-chunk: tests/test_e2e.py.)"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import Workflow, base_config, check_rows_exactly_once, write_prompts
+from harness import OwnDummy, wait_no_leftovers
+
+from dataforge.engines import free_port
+
+pytestmark = pytest.mark.e2e
+
+FAULTS = {"http_500": 0.05, "timeout": 0.05, "reset": 0.02, "malformed": 0.01}
+
+
+@pytest.fixture
+def dummy():
+    engines: list[OwnDummy] = []
+
+    def start(*args: str, port: int | None = None) -> OwnDummy:
+        engine = OwnDummy(port or free_port(), *args).start()
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.kill()
+
+
+def endpoint_config(wf: Workflow, url: str, rows: int, **engine: object) -> dict:
+    path = write_prompts(wf.workdir / "in.parquet", rows)
+    return base_config(
+        path,
+        engine={"kind": "endpoint", "url": url, "max_concurrent_requests": 64, **engine},
+        chunks={"size": 250, "per_server": 2},
+    )
+
+
+def test_injected_faults_are_retried_and_counted_exactly(workflow: Workflow, dummy) -> None:
+    wf = workflow
+    engine = dummy("--faults", json.dumps(FAULTS), "--reject-marker", "REJECT-ME")
+    config = endpoint_config(wf, engine.url, 1000, request_timeout_s=1, max_retries=4)
+    path = wf.workdir / "in.parquet"
+    table = pq.read_table(path)
+    prompts = table.column("prompt").to_pylist()
+    prompts[617] = "this one is always refused: REJECT-ME"
+    pq.write_table(table.set_column(1, "prompt", pa.array(prompts)), path)
+    wf.configure(config)
+    wf.run(timeout=300)
+
+    out = check_rows_exactly_once(wf, 1000)
+    errors = out.column("error").to_pylist()
+    assert [i for i, e in enumerate(errors) if e] == [617]
+    assert errors[617].startswith("http_400: HTTP 400")
+    injected = engine.counts()
+    for kind in FAULTS:  # ~1,000 × rate of each
+        assert injected[kind] > 0, injected
+    requests = wf.stats()["requests"]
+    assert requests["requests"] == injected["requests"], (requests, injected)
+    assert requests.get("retry_http_500", 0) == injected["http_500"], (requests, injected)
+    assert requests.get("retry_timeout", 0) == injected["timeout"], (requests, injected)
+    assert requests.get("retry_connection", 0) == injected["reset"], (requests, injected)
+    assert requests.get("retry_malformed_response", 0) == injected["malformed"]
+    assert requests["retries"] == sum(injected[k] for k in FAULTS)
+    assert injected["rejected"] == 1  # a 400 is not retried
+    stats = wf.stats()
+    assert stats["rows_failed"] == 1 and stats["rows_failed_by_kind"] == {"http_400": 1}
+
+
+def test_an_endpoint_that_goes_away_fails_its_chunks_fast(workflow: Workflow, dummy) -> None:
+    wf = workflow
+    port = free_port()
+    engine = dummy("--latency-s", "0.05", port=port)
+    config = endpoint_config(wf, engine.url, 2000, max_concurrent_requests=8)
+    wf.configure(config)
+    proc = wf.start(log=wf.workdir / "run.log")
+    deadline = time.monotonic() + 60
+    while not wf.chunks() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert wf.chunks(), "a first chunk finished"
+    engine.kill()
+    killed = time.monotonic()
+    proc.wait(timeout=120)
+    took = time.monotonic() - killed
+    assert proc.returncode != 0
+    assert took < 30, f"the chunks failed {took:.0f} s after the engine went away"
+    assert wait_no_leftovers(wf.workdir) == []
+    logs = "".join(p.read_text() for p in (wf.workdir / "logs" / "serve_model").glob("*.log"))
+    assert "engine is unreachable" in logs
+    # No chunk was written with rows failed for the outage.
+    written = wf.table()
+    assert written.num_rows < 2000
+    assert written.column("error").null_count == written.num_rows
+    dummy("--latency-s", "0.05", port=port)  # the endpoint is back
+    wf.run(timeout=180)
+    check_rows_exactly_once(wf, 2000)
+    assert wf.stats()["rows_failed"] == 0
