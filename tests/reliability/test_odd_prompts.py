@@ -103,9 +103,7 @@ def test_message_lists_get_their_defined_outcome(workflow: Workflow) -> None:
         path,
     )
     workflow.configure(
-        base_config(
-            path, model={"max_context": CONTEXT}, sampling={"max_tokens": MAX_TOKENS}
-        )
+        base_config(path, model={"max_context": CONTEXT}, sampling={"max_tokens": MAX_TOKENS})
     )
     workflow.run(timeout=240)
     rows = dict(zip(prompts, workflow.table().to_pylist(), strict=True))
@@ -148,4 +146,3 @@ def test_text_that_is_not_utf8_stops_the_plan(
     assert f"column 'prompt' of {path} line {line} is not valid UTF-8" in lines[0]
     assert not (workflow.results / "data").exists()
     assert "generate_chunk" not in proc.stderr + proc.stdout
-
