@@ -103,8 +103,8 @@ def snakemake_command(configfile: str, *extra: str) -> list[str]:
     """A dataforge run on 2 cores with `configfile` in the current directory (`extra`: targets,
     options)."""
     return [
-        str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--cores", "2", *extra,
-        "--configfile", configfile, "--quiet",
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2",
+        *extra, "--configfile", configfile, "--quiet",
     ]  # fmt: skip
 
 

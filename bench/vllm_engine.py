@@ -2,9 +2,10 @@
 client, vLLM's own batch runner and datatrove, on the same prompts in one run.
 
     .venv/bin/python bench/vllm_engine.py [--rows 400] [--max-tokens 32] [--model DIR]
-        [--no-datatrove] [--out FILE]
+        [--engine-python PY] [--per-server 8 4] [--no-datatrove] [--out FILE]
 
-Needs the engine environment (`make engine`). Uses a tiny random Llama built on the spot
+Needs the engine environment (`make engine`, or `--engine-python` naming any Python with vLLM,
+e.g. on a GPU machine). Uses a tiny random Llama built on the spot
 (engine/build_tiny_model.py) unless --model names a model folder. On the same prompts, with
 temperature 0.8:
 1. `bare`: one vLLM server started by hand (the command dataforge builds) and an async client
@@ -15,7 +16,8 @@ temperature 0.8:
    server started as for `bare` (its own `vllm serve` launch needs the `vllm` CLI, which the
    CPU build's is broken), in its own environment;
 4. `dataforge, 1 server`: the whole workflow with 8 chunks and `chunks.per_server: 8`;
-5. `dataforge, 2 servers`: 8 chunks with `chunks.per_server: 4`, to count model loads (2).
+5. `dataforge, 2 servers`: 8 chunks with `chunks.per_server: 4`, to count model loads (2)
+   (`--per-server 8` leaves it out: on one GPU the two servers would not fit side by side).
 Two throughputs: over the generation only (first request to last answer; for dataforge
 `stats.json`'s wall_time_s, first chunk start to last chunk end; not known for run_batch), and
 over the total time, model load included. Writes bench/results/vllm_engine.json.
@@ -37,7 +39,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ENGINE_PYTHON = REPO / ".venv-engine" / "bin" / "python"
+ENGINE_PYTHON = [str(REPO / ".venv-engine" / "bin" / "python")]  # --engine-python
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from common import (  # noqa: E402
@@ -61,8 +63,13 @@ def prompts(n: int) -> list[str]:
 def config_for(model: str, rows_file: Path, max_tokens: int, per_server: int, rows: int) -> dict:
     return {
         "input": {"dataset": str(rows_file)},
-        "model": {"name": model, "max_context": 512},
-        "engine": {"kind": "vllm", "max_concurrent_requests": 256, "extra_args": EXTRA},
+        "model": {"name": model, "max_context": max(512, 2 * max_tokens)},
+        "engine": {
+            "kind": "vllm",
+            "python": ENGINE_PYTHON[0],
+            "max_concurrent_requests": 256,
+            "extra_args": EXTRA,
+        },
         "sampling": {"max_tokens": max_tokens, "temperature": 0.8, "seed": 0},
         "chunks": {"size": rows // 8, "per_server": per_server},
     }
@@ -198,6 +205,7 @@ def run_datatrove(model: str, texts: list[str], max_tokens: int, work: Path) -> 
 
 def run_dataforge(model: str, texts: list[str], max_tokens: int, per_server: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="dataforge-vllm-bench-"))
+    ok = False
     try:
         rows = work / "in.jsonl"
         rows.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
@@ -220,6 +228,7 @@ def run_dataforge(model: str, texts: list[str], max_tokens: int, per_server: int
             for p in logs
             for m in re.finditer(r"engine ready after ([\d.]+) s", p.read_text())
         ]
+        ok = True
         return {
             "name": f"dataforge, {len(logs)} server(s), per_server {per_server}",
             "wall_s": stats["wall_time_s"],
@@ -230,7 +239,10 @@ def run_dataforge(model: str, texts: list[str], max_tokens: int, per_server: int
             "total_s": total,
         }
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"dataforge run failed: its files are in {work}", file=sys.stderr)
 
 
 def main() -> None:
@@ -239,18 +251,21 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--model", default=None)
     parser.add_argument("--extra-args", nargs="*", default=[], help="for vLLM's server")
+    parser.add_argument("--engine-python", default=ENGINE_PYTHON[0], help="a Python with vLLM")
+    parser.add_argument("--per-server", type=int, nargs="+", default=[8, 4])
     parser.add_argument("--no-datatrove", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     EXTRA.extend(args.extra_args)
-    if not ENGINE_PYTHON.exists():
-        sys.exit("bench/vllm_engine.py: run `make engine` first")
+    ENGINE_PYTHON[0] = args.engine_python
+    if not Path(args.engine_python).exists():
+        sys.exit(f"bench/vllm_engine.py: no {args.engine_python}: run `make engine` first")
     work = Path(tempfile.mkdtemp(prefix="dataforge-vllm-model-"))
     model = args.model
     if model is None:
         model = str(work / "tiny")
         subprocess.run(
-            [str(ENGINE_PYTHON), str(REPO / "engine" / "build_tiny_model.py"), model],
+            [ENGINE_PYTHON[0], str(REPO / "engine" / "build_tiny_model.py"), model],
             check=True,
             capture_output=True,
         )
@@ -261,10 +276,7 @@ def main() -> None:
     ]
     if not args.no_datatrove:
         results.append(run_datatrove(model, texts, args.max_tokens, work))
-    results += [
-        run_dataforge(model, texts, args.max_tokens, per_server=8),
-        run_dataforge(model, texts, args.max_tokens, per_server=4),
-    ]
+    results += [run_dataforge(model, texts, args.max_tokens, n) for n in args.per_server]
     shutil.rmtree(work, ignore_errors=True)
     bare = results[0]
     for r in results:
@@ -274,7 +286,7 @@ def main() -> None:
         r["total_tokens_per_s"] = r["completion_tokens"] / r["total_s"]
         r["total_vs_bare"] = r["total_s"] / bare["total_s"]
         r.setdefault("model_loads", 1)
-    print(f"\n{args.rows} prompts, max_tokens {args.max_tokens}, vLLM CPU build, model {model}")
+    print(f"\n{args.rows} prompts, max_tokens {args.max_tokens}, {engine_build()}, model {model}")
     print(table(results, [
         ("name", "run", ""), ("wall_s", "gen s", ".2f"),
         ("output_tokens_per_s", "gen tok/s", ".0f"),
@@ -283,7 +295,25 @@ def main() -> None:
         ("total_vs_bare", "total x bare", ".2f"), ("model_loads", "loads", "d"),
     ]))  # fmt: skip
     write_results("vllm_engine", {"rows": args.rows, "max_tokens": args.max_tokens,
+                                  "engine": engine_build(), "model": model,
                                   "results": results}, args.out)  # fmt: skip
+
+
+def engine_build() -> str:
+    """vLLM's version and device, as the engine's Python reports them."""
+    code = (
+        "import torch, vllm; print(vllm.__version__, torch.cuda.get_device_name(0) "
+        "if torch.cuda.is_available() else 'CPU')"
+    )
+    env = {**os.environ, **engine_spec_env()}
+    out = subprocess.run([ENGINE_PYTHON[0], "-c", code], capture_output=True, text=True, env=env)
+    return f"vLLM {out.stdout.strip()}" if out.returncode == 0 else "vLLM (version unknown)"
+
+
+def engine_spec_env() -> dict[str, str]:
+    """The environment dataforge gives the engine (the CPU build's settings, engine.env)."""
+    with tempfile.TemporaryDirectory() as work:
+        return engine_spec("model", ["x"] * 8, 8, Path(work)).env
 
 
 if __name__ == "__main__":
