@@ -80,3 +80,12 @@ def test_vllm_engine(tmp_path: Path) -> None:
     assert [r["model_loads"] for r in runs.values()] == [1, 1, 1, 1, 2]
     # every run generated for every prompt (the tiny random model rarely stops before 4)
     assert all(r["completion_tokens"] >= 16 for r in runs.values())
+
+
+def test_soak(tmp_path: Path) -> None:
+    result = bench(tmp_path, "soak", "--rows", "3000", "--chunk-size", "500", "--kills", "1",
+                   "--seed", "3")  # fmt: skip
+    assert result["ok"] and result["missing"] == 0 and result["duplicates"] == 0
+    assert result["rows_out"] == 3000 and result["failures_by_kind"] == {"http_400": 1}
+    assert sum(result["retries"].values()) > 0  # faults were injected and retried
+    assert len(result["kills"]) == 1
