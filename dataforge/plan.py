@@ -129,6 +129,35 @@ def make_plan(
     }
 
 
+def write_plan(
+    path: str | Path,
+    input_config: dict[str, Any],
+    chunk_size: int,
+    search_dirs: list[str | Path],
+    rollout: str | None,
+) -> None:
+    """The plan_chunks rule's work: plan `input_config` (the config's `input`), check it against
+    the chunk files already in results/data/ and write the plan to `path` (results/plan.json).
+    Prepared (converted) inputs go to results/.prepared/. `rollout` is `rollout.function`: a
+    rollout reads whole rows, so no prompt column is needed.
+
+    Raises:
+        InputError, ConfigError, PlanMismatchError: one line naming the dataset, key or file.
+    """
+    from dataforge.atomic import write_json_atomic
+
+    results = Path(path).parent
+    plan = make_plan(
+        **input_config,
+        chunk_size=chunk_size,
+        search_dirs=[Path(d) for d in search_dirs],
+        prepared_dir=results / ".prepared",
+        rollout=bool(rollout),
+    )
+    check_existing_chunks(plan, results / "data")
+    write_json_atomic(path, plan)
+
+
 def chunk_metadata(plan: dict[str, Any], index: int) -> dict[str, Any]:
     """What a chunk file records about the plan it belongs to."""
     start, end = chunk_range(plan, index)

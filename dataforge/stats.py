@@ -120,6 +120,16 @@ def aggregate(
     }
 
 
+def write_stats(
+    sidecars: list[str | Path], plan: str | Path, settings: dict[str, Any], path: str | Path
+) -> None:
+    """The aggregate_stats rule's work: `aggregate` of the sidecars, written to `path`."""
+    from dataforge.atomic import write_json_atomic
+    from dataforge.plan import load_plan
+
+    write_json_atomic(path, aggregate(sidecars, load_plan(plan), settings))
+
+
 def server_runs(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per server start (a group's server, or its retry or a later run's), from the
     chunks it generated: when it started, when its engine was ready, its GPUs and its last

@@ -1,3 +1,4 @@
+# Both rules run in Snakemake's own process, like plan_chunks (see rules/plan.smk).
 rule aggregate_stats:
     """Sum the per-chunk statistics into stats.json."""
     input:
@@ -10,8 +11,11 @@ rule aggregate_stats:
     localrule: True
     params:
         settings=get_run_settings,
-    script:
-        "../scripts/aggregate_stats.py"
+    run:
+        from dataforge.stats import write_stats
+
+        with job_log(log[0]):
+            write_stats(input.sidecars, input.plan, params.settings, output.stats)
 
 
 rule write_dataset_card:
@@ -45,5 +49,8 @@ rule write_dataset_card:
     params:
         settings=get_run_settings,
         repo=lookup(dpath="output/repo", within=config),
-    script:
-        "../scripts/write_dataset_card.py"
+    run:
+        from dataforge.card import write_card
+
+        with job_log(log[0]):
+            write_card(input, output, params.settings, params.repo)

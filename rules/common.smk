@@ -11,6 +11,7 @@ from snakemake.io import IOFile
 from dataforge import plan as planlib
 from dataforge import workflow as dfw
 from dataforge.errors import DataforgeError
+from dataforge.logs import job_log  # the body of every run: rule
 
 
 def stop_with(error):

@@ -1,3 +1,5 @@
+# Local rules run in Snakemake's own process (`run:` with `force-use-threads`, see
+# profiles/default): no new interpreter and no script preamble, about a second less per job.
 checkpoint plan_chunks:
     """Resolve the input, check the prompt column, split the rows into chunks."""
     output:
@@ -11,5 +13,14 @@ checkpoint plan_chunks:
         # a rollout function reads whole rows: no prompt column needed
         rollout=lookup(dpath="rollout/function", within=config),
         search_dirs=[".", workflow.basedir],
-    script:
-        "../scripts/plan_chunks.py"
+    run:
+        from dataforge.plan import write_plan
+
+        with job_log(log[0]):
+            write_plan(
+                output.plan,
+                params.input,
+                params.chunk_size,
+                params.search_dirs,
+                params.rollout,
+            )

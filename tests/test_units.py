@@ -1,14 +1,18 @@
-"""Prompts, the engine client against the real dummy server, the guard, token summaries."""
+"""Prompts, the engine client against the real dummy server, the guard, token summaries, the
+`run:` jobs' logging."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -256,3 +260,86 @@ def test_token_percentiles_are_exact_and_merge_in_any_order() -> None:
     legacy = TokenSummary()
     legacy.merge({k: v for k, v in parts[0].items() if k != "counts"})
     assert legacy.as_dict()["p50"] is None and legacy.as_dict()["n"] == parts[0]["n"]
+
+
+def _in_worker_thread(func) -> BaseException | None:
+    """Run `func` in a worker thread, as Snakemake runs a `run:` job; return what it raised."""
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            func()
+        except BaseException as e:  # SystemExit included: it must not happen in a job thread
+            raised.append(e)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    return raised[0] if raised else None
+
+
+def test_job_log_takes_only_its_threads_logging_and_fails_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataforge.errors import InputError
+    from dataforge.logs import JobFailed, job_log
+
+    log_path = tmp_path / "logs" / "job.log"
+    other = logging.getLogger("dataforge.monitor")
+    started, go_on = threading.Event(), threading.Event()
+
+    def job() -> None:
+        with job_log(log_path):
+            logging.getLogger("dataforge.plan").info("planning %d rows", 7)
+            started.set()
+            go_on.wait(5)
+
+    def failing_job() -> None:
+        with job_log(log_path):
+            raise InputError("input.dataset: no file matches 'x'")
+
+    level = logging.getLogger("dataforge").level
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers.clear()  # as in Snakemake's process: no handler on the root logger
+    try:
+        worker = threading.Thread(target=job)
+        worker.start()
+        started.wait(5)
+        other.info("another thread's info")  # dropped, as without the job's handler
+        other.warning("another thread's warning")  # still on stderr (logging.lastResort)
+        go_on.set()
+        worker.join()
+        error = _in_worker_thread(failing_job)
+        assert not root.handlers  # nothing process-wide is left changed
+    finally:
+        root.handlers[:] = saved
+    assert isinstance(error, JobFailed), error  # an exception, never sys.exit in a job thread
+    assert str(error) == "input.dataset: no file matches 'x'"
+    text = log_path.read_text()
+    assert "INFO dataforge.plan: planning 7 rows" in text
+    assert "ERROR dataforge: input.dataset: no file matches 'x'" in text
+    assert "another thread" not in text
+    err = capsys.readouterr().err
+    assert "another thread's warning" in err and "another thread's info" not in err
+    assert err.splitlines()[-2:] == [
+        "dataforge: input.dataset: no file matches 'x'",
+        f"dataforge: details in {log_path}",
+    ]
+    assert logging.getLogger("dataforge").level == level
+
+
+def test_job_log_reports_an_unexpected_error_with_its_traceback_in_the_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataforge.logs import JobFailed, job_log
+
+    def job() -> None:
+        with job_log(tmp_path / "job.log"):
+            {}["missing"]
+
+    error = _in_worker_thread(job)
+    assert isinstance(error, JobFailed)
+    assert "dataforge: unexpected error: KeyError('missing')" in capsys.readouterr().err
+    text = (tmp_path / "job.log").read_text()
+    assert "Traceback" in text and "KeyError: 'missing'" in text
