@@ -45,5 +45,10 @@ onstart:
     start_monitor(check_hub_output())
 
 
+onsuccess:
+    exit_promptly()
+
+
 onerror:
     cancel_leftover_slurm_jobs()
+    exit_promptly()

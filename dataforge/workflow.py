@@ -6,6 +6,7 @@ each Slurm job), so they touch no network, model or dataset.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,20 @@ def write_serve_config(path: str | Path, config: dict[str, Any], basedir: str | 
     path = Path(path)
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         write_text_atomic(path, text)
+
+
+def cancel_pending_timers() -> int:
+    """Cancel the `threading.Timer`s still waiting in this process (the run is over); return
+    how many there were.
+
+    Snakemake's job scheduler arms a Timer in every scheduling round that had jobs ready, so
+    that its job rate limit (`max-jobs-per-timespan`, 100 per second by default) gets
+    re-evaluated a timespan later; the last round, for rule `all`, arms one too. A Timer is not
+    a daemon thread: the interpreter waits for it before it exits, which added up to a second
+    to every run. Called from the onsuccess and onerror handlers, once the scheduler has
+    returned and there is nothing left to re-evaluate. dataforge itself starts no Timer.
+    """
+    timers = [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+    for timer in timers:
+        timer.cancel()
+    return len(timers)

@@ -147,6 +147,12 @@ def cancel_leftover_slurm_jobs():
         )
 
 
+def exit_promptly():
+    """After the run: cancel Snakemake's last scheduler timer, which would hold the process
+    up to a second before it exits (see dataforge.workflow.cancel_pending_timers)."""
+    dfw.cancel_pending_timers()
+
+
 def check_hub_output():
     """With output.repo set: check the token can write there (creating the repo) before any
     job runs, so that a Hub problem shows now and not after the GPU work."""

@@ -1,5 +1,5 @@
 """Prompts, the engine client against the real dummy server, the guard, token summaries, the
-`run:` jobs' logging."""
+`run:` jobs' logging and the end-of-run timer clean-up."""
 
 from __future__ import annotations
 
@@ -343,3 +343,14 @@ def test_job_log_reports_an_unexpected_error_with_its_traceback_in_the_log(
     assert "dataforge: unexpected error: KeyError('missing')" in capsys.readouterr().err
     text = (tmp_path / "job.log").read_text()
     assert "Traceback" in text and "KeyError: 'missing'" in text
+
+
+def test_cancel_pending_timers_lets_the_process_exit_at_once() -> None:
+    from dataforge.workflow import cancel_pending_timers
+
+    fired = threading.Event()
+    timer = threading.Timer(30, fired.set)
+    timer.start()
+    assert cancel_pending_timers() >= 1
+    timer.join(2)
+    assert not timer.is_alive() and not fired.is_set()
