@@ -39,6 +39,7 @@ rule all:
 
 
 onstart:
+    defer_sigterm()
     check_slurm_site()
     write_serve_config()
     record_invocation()

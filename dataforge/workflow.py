@@ -167,3 +167,26 @@ def cancel_pending_timers() -> int:
     for timer in timers:
         timer.cancel()
     return len(timers)
+
+
+def defer_sigterm(scheduler: Any) -> bool:
+    """Make Snakemake's SIGTERM handling safe from deadlock; return whether it was needed.
+
+    Snakemake 9.27's scheduler handles SIGTERM ("finish the running jobs, then stop") with a
+    method that takes its `threading.Lock`. Python runs signal handlers in the main thread,
+    which holds that same lock while it selects and finishes jobs: a SIGTERM arriving then
+    (`kill PID`, a job scheduler stopping the run) blocked the run for good. The handler is
+    replaced by one that runs Snakemake's own method in a new thread, which waits for the lock
+    instead of the main thread. Called from onstart, once the scheduler exists.
+    """
+    import signal
+
+    handler = getattr(scheduler, "exit_gracefully", None)
+    if handler is None or signal.getsignal(signal.SIGTERM) != handler:
+        return False
+
+    def deferred(signum: int, frame: object) -> None:
+        threading.Thread(target=handler, name="dataforge-sigterm", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, deferred)
+    return True

@@ -147,6 +147,11 @@ def cancel_leftover_slurm_jobs():
         )
 
 
+def defer_sigterm():
+    """SIGTERM handled without the deadlock of Snakemake's own handler (dataforge.workflow)."""
+    dfw.defer_sigterm(workflow.scheduler)
+
+
 def exit_promptly():
     """After the run: cancel Snakemake's last scheduler timer, which would hold the process
     up to a second before it exits (see dataforge.workflow.cancel_pending_timers)."""

@@ -354,3 +354,37 @@ def test_cancel_pending_timers_lets_the_process_exit_at_once() -> None:
     assert cancel_pending_timers() >= 1
     timer.join(2)
     assert not timer.is_alive() and not fired.is_set()
+
+
+SIGTERM_WHILE_SELECTING = """
+import os, signal, sys, threading, time
+from snakemake.scheduling.job_scheduler import JobScheduler
+from dataforge.workflow import defer_sigterm
+
+class Scheduler:  # Snakemake's own handler, on the state it uses
+    exit_gracefully = JobScheduler.exit_gracefully
+    def __init__(self):
+        self._lock, self._open_jobs = threading.Lock(), threading.Semaphore(0)
+        self._user_kill = None
+
+s = Scheduler()
+signal.signal(signal.SIGTERM, s.exit_gracefully)  # as Snakemake installs it
+if sys.argv[1] == "deferred":
+    assert defer_sigterm(s)
+with s._lock:  # the main thread selects jobs
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.3)
+assert s._open_jobs.acquire(timeout=10)  # the scheduler loop wakes up
+print(s._user_kill)
+"""
+
+
+@pytest.mark.parametrize("mode", ["snakemake", "deferred"])
+def test_sigterm_while_the_scheduler_holds_its_lock(mode: str) -> None:
+    cmd = [sys.executable, "-c", SIGTERM_WHILE_SELECTING, mode]
+    if mode == "snakemake":  # Snakemake 9.27's handler blocks the main thread for good
+        with pytest.raises(subprocess.TimeoutExpired):
+            subprocess.run(cmd, capture_output=True, timeout=5)
+    else:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and out.stdout.strip() == "graceful", out.stderr
