@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ENGINE_STAMP := .venv-engine/.installed
 DEMO_MODEL := models/SmolLM2-135M-Instruct
 
-.PHONY: demo test lint engine bench
+.PHONY: demo test lint engine bench soak
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,3 +52,8 @@ bench: $(STAMP) engine
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/vllm_engine.py
 	$(BIN)/python bench/slurm_overhead.py
+
+## soak: bench/soak.py at full size (200,000 rows on the dummy engine with injected faults and
+## three random kill -9s; prints missing=0 duplicates=0; a few minutes here)
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py

@@ -8,8 +8,9 @@ The engine (dataforge's dummy, started per group of chunks) fails requests on th
 attempt: 5% with HTTP 500, 2% with a timeout (request timeout 2 s), 2% with a reset
 connection, 1% with malformed JSON; every row whose prompt holds `REJECT` (one in 10,000) is
 always refused (HTTP 400), so it must come out as a failed row. The run is killed with
-kill -9 of its whole process group at `--kills` random moments, each followed by the
-README's rerun (`--unlock`, then the run), and finally run to its end. Then every chunk file
+kill -9 of its whole process group `--kills` times, each once a random number of chunk files
+exist (plus 0-3 s), each kill followed by the README's rerun (`--unlock`, then the run),
+and finally run to its end. Then every chunk file
 is read: rows in, rows out, duplicates, missing, failures by kind, and whether stats.json
 agrees. Exits 1 unless missing=0 and duplicates=0 and the failures are exactly the
 refused rows.
@@ -115,24 +116,28 @@ def main() -> int:
     started = time.monotonic()
     log = open(workdir / "soak.log", "a")  # noqa: SIM115 - lives as long as the runs
     kills = []
-    # A full run's length is not known in advance: each kill comes at a random moment of the
-    # first seconds of its run (the rerun then makes progress before the next one).
-    for _ in range(args.kills):
+    data = workdir / "results" / "data"
+    n_chunks = -(-args.rows // args.chunk_size)
+    # Each kill comes once a random number of chunk files exist, plus a random 0-3 s: spread
+    # over the whole run (start-up, mid-chunk, the last chunks) whatever its length.
+    for target in sorted(rng.randint(1, n_chunks) for _ in range(args.kills)):
         subprocess.run(snakemake(workdir, "--unlock"), capture_output=True, check=True)
+        t0 = time.monotonic()
         proc = subprocess.Popen(
             snakemake(workdir), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        delay = rng.uniform(2.0, 20.0)
-        try:
-            proc.wait(timeout=delay)
-            kills.append({"after_s": round(delay, 1), "killed": False})
+        while proc.poll() is None and len(list(data.glob("chunk-*.parquet"))) < target:
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.0, 3.0))
+        after = round(time.monotonic() - t0, 1)
+        if proc.poll() is not None:
+            kills.append({"after_s": after, "killed": False})
             continue
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        chunks = len(list((workdir / "results" / "data").glob("chunk-*.parquet")))
-        kills.append({"after_s": round(delay, 1), "killed": True, "chunks_done": chunks})
-        print(f"  kill -9 after {delay:.1f} s: {chunks} chunk files", flush=True)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        chunks = len(list(data.glob("chunk-*.parquet")))
+        kills.append({"after_s": after, "killed": True, "chunks_done": chunks})
+        print(f"  kill -9 after {after:.1f} s: {chunks} of {n_chunks} chunk files", flush=True)
     subprocess.run(snakemake(workdir, "--unlock"), capture_output=True, check=True)
     final = subprocess.run(snakemake(workdir), stdout=log, stderr=subprocess.STDOUT)
     wall = time.monotonic() - started
