@@ -286,7 +286,8 @@ def main() -> None:
         r["total_tokens_per_s"] = r["completion_tokens"] / r["total_s"]
         r["total_vs_bare"] = r["total_s"] / bare["total_s"]
         r.setdefault("model_loads", 1)
-    print(f"\n{args.rows} prompts, max_tokens {args.max_tokens}, {engine_build()}, model {model}")
+    build = engine_build()
+    print(f"\n{args.rows} prompts, max_tokens {args.max_tokens}, {build}, model {model}")
     print(table(results, [
         ("name", "run", ""), ("wall_s", "gen s", ".2f"),
         ("output_tokens_per_s", "gen tok/s", ".0f"),
@@ -295,7 +296,7 @@ def main() -> None:
         ("total_vs_bare", "total x bare", ".2f"), ("model_loads", "loads", "d"),
     ]))  # fmt: skip
     write_results("vllm_engine", {"rows": args.rows, "max_tokens": args.max_tokens,
-                                  "engine": engine_build(), "model": model,
+                                  "engine": build, "model": model,
                                   "results": results}, args.out)  # fmt: skip
 
 

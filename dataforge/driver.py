@@ -228,7 +228,7 @@ class Driver:
         assert self.spec is not None
         engine = self.config["engine"]
         deadline = time.monotonic() + engine["startup_timeout_s"]
-        headers = {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
+        headers = self.spec.auth_headers
         last = "no answer yet"
         async with aiohttp.ClientSession(headers=headers) as session:
             while time.monotonic() < deadline and not self.stop.is_set():
@@ -285,7 +285,7 @@ class Driver:
         return await asyncio.shield(self._probe)
 
     async def _probe_engine(self) -> bool:
-        headers = {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
+        headers = self.spec.auth_headers
         async with aiohttp.ClientSession(headers=headers) as session:
             for attempt in range(PROBE_ATTEMPTS):
                 try:

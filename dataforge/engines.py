@@ -30,6 +30,11 @@ class EngineSpec:
     env: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
 
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The bearer header for `api_key` (none without one)."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now on `host`."""

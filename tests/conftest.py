@@ -93,6 +93,14 @@ def write_prompts(path: Path, n: int, *, kind: str = "text", row_group: int = 30
     return path
 
 
+def plant_prompt(path: Path, row: int, text: str) -> None:
+    """Replace the prompt of one row of a Parquet input written by `write_prompts`."""
+    table = pq.read_table(path)
+    prompts = table.column("prompt").to_pylist()
+    prompts[row] = text
+    pq.write_table(table.set_column(1, "prompt", pa.array(prompts)), path)
+
+
 def check_rows_exactly_once(wf: Workflow, n: int) -> pa.Table:
     table = wf.table()
     rows = table.column("row").to_pylist()

@@ -15,7 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import Workflow, base_config, check_rows_exactly_once, write_prompts
+from conftest import (
+    Workflow,
+    base_config,
+    check_rows_exactly_once,
+    plant_prompt,
+    write_prompts,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -220,11 +226,7 @@ def test_empty_and_null_prompts_become_error_rows(workflow: Workflow) -> None:
 def test_transient_faults_are_retried_and_permanent_ones_recorded(workflow: Workflow) -> None:
     wf = workflow
     path = wf.workdir / "in.parquet"
-    write_prompts(path, 300)
-    table = pq.read_table(path)
-    prompts = table.column("prompt").to_pylist()
-    prompts[17] = "please REJECT-ME now"
-    pq.write_table(table.set_column(1, "prompt", pa.array(prompts)), path)
+    plant_prompt(write_prompts(path, 300), 17, "please REJECT-ME now")
     wf.configure(
         base_config(
             path,

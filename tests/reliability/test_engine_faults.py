@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 import time
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from conftest import Workflow, base_config, check_rows_exactly_once, write_prompts
+from conftest import Workflow, base_config, check_rows_exactly_once, plant_prompt, write_prompts
 from harness import OwnDummy, wait_no_leftovers
 
 from dataforge.engines import free_port
@@ -48,11 +46,7 @@ def test_injected_faults_are_retried_and_counted_exactly(workflow: Workflow, dum
     wf = workflow
     engine = dummy("--faults", json.dumps(FAULTS), "--reject-marker", "REJECT-ME")
     config = endpoint_config(wf, engine.url, 1000, request_timeout_s=1, max_retries=4)
-    path = wf.workdir / "in.parquet"
-    table = pq.read_table(path)
-    prompts = table.column("prompt").to_pylist()
-    prompts[617] = "this one is always refused: REJECT-ME"
-    pq.write_table(table.set_column(1, "prompt", pa.array(prompts)), path)
+    plant_prompt(wf.workdir / "in.parquet", 617, "this one is always refused: REJECT-ME")
     wf.configure(config)
     wf.run(timeout=300)
 
