@@ -29,7 +29,7 @@ rule all:
     input:
         # The chunk files are listed here too: a deleted chunk then reruns even though the
         # files made from it (stats, card) still exist.
-        get_chunk_files("results/data/chunk-{chunk}.parquet"),
+        get_chunk_files(CHUNK_FILE),
         "results/stats.json",
         "results/README.md",
         # Published to output.repo when one is set.
@@ -39,7 +39,7 @@ rule all:
 
 
 onstart:
-    defer_sigterm()
+    handle_interrupts()
     check_slurm_site()
     write_serve_config()
     record_invocation()
@@ -52,4 +52,5 @@ onsuccess:
 
 onerror:
     cancel_leftover_slurm_jobs()
+    report_interrupt()
     exit_promptly()

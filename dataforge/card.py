@@ -207,37 +207,39 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def write_card(inputs: Any, outputs: Any, settings: dict[str, Any], repo: str | None) -> None:
+def write_card(inputs: Any, outputs: Any, repo: str | None) -> None:
     """The rule's work: figures, stats tables and the card, each written atomically.
 
-    The effective config comes from `results/.serve/config.json` (what the servers ran with)
-    and the command line from `results/.invocation.json` (written in onstart); neither is a
-    rule input, so a new command line does not rewrite a finished card.
+    What the chunks were generated with comes from stats.json's provenance (from the chunk
+    files' own records); the effective config from `results/.serve/config.json` (what the
+    servers ran with) and the command line from `results/.invocation.json` (written in
+    onstart); neither is a rule input, so a new command line does not rewrite a finished card.
     """
     from collections import Counter
 
+    from dataforge import layout
     from dataforge.atomic import atomic_path, write_text_atomic
     from dataforge.plan import load_plan
     from dataforge.plots import write_figures
-    from dataforge.stats import load_sidecars, merged_tokens
+    from dataforge.stats import load_chunks, merged_tokens
 
     results = Path(outputs.card).parent
     plan = load_plan(inputs.plan)
     stats = _read_json(Path(inputs.stats))
-    counts = merged_tokens(load_sidecars(inputs.sidecars), "completion_tokens").counts
+    counts = merged_tokens(load_chunks(inputs.chunks), "completion_tokens").counts
     figures = {"completion": outputs.completion, "finish": outputs.finish}
     with atomic_path(figures["completion"]) as completion, atomic_path(figures["finish"]) as fin:
         write_figures(stats, counts or Counter(), {"completion": completion, "finish": fin})
     write_text_atomic(outputs.tables, render_stats_tables(stats))
-    serve = _read_json(results / ".serve" / "config.json") or {}
+    serve = _read_json(layout.SERVE_CONFIG) or {}
     card = render_card(
         stats,
         plan,
-        settings,
+        stats["provenance"],
         sample_rows(inputs.chunks[0], plan["input"]["prompt_column"]),
         figures={k: str(Path(v).relative_to(results)) for k, v in figures.items()},
         config=serve.get("config"),
-        invocation=_read_json(results / ".invocation.json"),
+        invocation=_read_json(layout.INVOCATION),
         repo_id=repo,
     )
     write_text_atomic(outputs.card, card)

@@ -3,7 +3,9 @@
 Standard library only, so the job starts in a few tens of milliseconds. The service file may
 still be Snakemake's empty placeholder, or a leftover of a killed run, when the job starts; the
 client waits until it names a live serve process of this run that answers `/health` with the
-token from the file. It fails fast when that process dies, and when the engine fails.
+token from the file, then asks for its chunk. The server decides what the chunk must hold (from
+the plan and the config) and starts its engine if the chunk needs generating. The client fails
+fast when the server dies, and when the engine fails.
 """
 
 from __future__ import annotations
@@ -78,18 +80,17 @@ def _get_json(url: str, timeout: float) -> dict[str, Any]:
 def wait_for_server(
     service_file: str | Path, file_timeout_s: float = FILE_TIMEOUT_S, parent: int | None = None
 ) -> str:
-    """Wait until the serve process of this run is ready; return its URL.
+    """Wait until the serve process of this run accepts chunks; return its URL.
 
-    The serve job writes its address within a second or two of starting; after that the wait
-    is bounded by the engine's start-up timeout, which the service file carries. The wait
-    ends when `parent`, the Snakemake process that started the job, is gone.
+    The serve job writes its address within a second or two of starting (its engine starts
+    later, when a chunk needs it). The wait ends when `parent`, the Snakemake process that
+    started the job, is gone.
 
     Raises:
-        ChunkJobError: if the server dies, fails, or is not ready in time.
+        ChunkJobError: if the server dies, fails, or does not appear in time.
     """
     service_file = Path(service_file)
     deadline = time.monotonic() + file_timeout_s
-    extended = False
     last = "the service file is still empty"
     parent = os.getppid() if parent is None else parent
     while time.monotonic() < deadline:
@@ -97,9 +98,6 @@ def wait_for_server(
             raise ChunkJobError(f"the Snakemake process {parent} that started this job is gone")
         info = _read_service(service_file)
         if info is not None:
-            if not extended and info.get("ppid") == os.getppid():
-                deadline = time.monotonic() + float(info.get("startup_timeout_s", 0)) + 60
-                extended = True
             same_host = info.get("host") == socket.gethostname()
             ours = info.get("ppid") == os.getppid()  # started by the same Snakemake process
             if same_host and not _pid_alive(info["pid"]):
@@ -122,8 +120,8 @@ def wait_for_server(
                     elif health["state"] == "failed":
                         raise ChunkJobError(f"server failed: {health.get('error')}")
                     else:
-                        last = "engine still starting"
-        time.sleep(0.25)
+                        last = "server still starting"
+        time.sleep(0.05)
     raise ChunkJobError(f"server not ready in time: {last}")
 
 
@@ -148,25 +146,15 @@ def request_chunk(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_chunk(
-    *,
-    service_file: str,
-    plan: str,
-    spec: dict[str, Any],
-    parquet: str,
-    stats: str,
-    parent: int | None = None,
+    *, service_file: str, plan: str, chunk: str, output: str, parent: int | None = None
 ) -> dict[str, Any]:
-    """Generate one chunk through the group's server; returns the server's result line.
+    """Have the group's server make chunk `chunk`'s file `output`; returns its result line.
 
     Raises:
         ChunkJobError: with the reason the chunk failed.
     """
     url = wait_for_server(service_file, parent=parent)
-    body = {
-        "spec": spec,
-        "plan": os.path.abspath(plan),
-        "outputs": {"parquet": os.path.abspath(parquet), "stats": os.path.abspath(stats)},
-    }
+    body = {"chunk": chunk, "plan": os.path.abspath(plan), "output": os.path.abspath(output)}
     result = request_chunk(url, body)
     if not result["ok"]:
         raise ChunkJobError(result["error"])
@@ -183,11 +171,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--parent", type=int, help="PID of the Snakemake process (the shell's $PPID)"
     )
-    parser.add_argument("--spec", required=True, help="the chunk's JSON spec")
+    parser.add_argument("--chunk", required=True, help="the chunk's 5-digit id")
     parser.add_argument("--service-file", required=True)
     parser.add_argument("--plan", required=True)
-    parser.add_argument("--parquet", required=True)
-    parser.add_argument("--stats", required=True)
+    parser.add_argument("--output", required=True, help="the chunk file")
     parser.add_argument("--log", required=True)
     args = parser.parse_args(argv)
 
@@ -195,9 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         result = run_chunk(
             service_file=args.service_file,
             plan=args.plan,
-            spec=json.loads(args.spec),
-            parquet=args.parquet,
-            stats=args.stats,
+            chunk=args.chunk,
+            output=args.output,
             parent=args.parent,
         )
         usage = resource.getrusage(resource.RUSAGE_SELF)

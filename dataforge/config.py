@@ -112,22 +112,3 @@ def iter_leaves(schema: dict[str, Any], prefix: str = "") -> Iterator[tuple[str,
             yield from iter_leaves(sub, key + ".")
         else:
             yield key, sub
-
-
-def generation_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The settings that decide what a chunk contains; a change reruns the chunks.
-
-    `rollout` is there only with a rollout.function, so that plain runs keep their chunks."""
-    settings = {
-        "model": config["model"]["name"],
-        "model_revision": config["model"]["revision"],
-        "system": config["prompt"]["system"],
-        "template": config["prompt"]["template"],
-        "sampling": dict(config["sampling"]),
-    }
-    if config["prompt"].get("too_long", "truncate") != "truncate":  # keep existing chunks
-        settings["too_long"] = config["prompt"]["too_long"]
-    rollout = config.get("rollout") or {}
-    if rollout.get("function"):
-        settings["rollout"] = {k: rollout[k] for k in ("function", "shared_context", "kwargs")}
-    return settings

@@ -2,15 +2,15 @@
 
 `python -m dataforge.dummy --port 8000 [--latency-s 0.2] [--faults '{"http_500": 0.05}']`
 
-The completion echoes the start of the last message, so tests can check that every output row
-got the answer to its own prompt. Token counts are word counts; the completion length is
-derived from a hash of the request (1 to `max_tokens`) unless fixed. Injected faults hit a
-request the first time it is seen and never on its retry, so a correct client always recovers;
-a request containing `--reject-marker` always gets HTTP 400, and with `--max-model-len` one
-whose prompt and `max_tokens` do not fit gets vLLM's HTTP 400. `/v1/completions` answers a
-`prompt` as a chat with that one user message; `/tokenize` (of a `prompt` or of `messages`)
-and `/detokenize` count tokens as the completions' usage does: one per word, plus 4 per
-message.
+The completion echoes the start of the last message and the temperature asked for, so tests can
+check that every output row got the answer to its own prompt, with its own settings. Token
+counts are word counts; the completion length is derived from a hash of the request (1 to
+`max_tokens`) unless fixed. Injected faults hit a request the first time it is seen and never
+on its retry, so a correct client always recovers; a request containing `--reject-marker`
+always gets HTTP 400, and with `--max-model-len` one whose prompt and `max_tokens` do not fit
+gets vLLM's HTTP 400. `/v1/completions` answers a `prompt` as a chat with that one user
+message; `/tokenize` (of a `prompt` or of `messages`) and `/detokenize` count tokens as the
+completions' usage does: one per word, plus 4 per message.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class DummyEngine:
             return web.json_response({"error": {"message": "injected failure"}}, status=500)
         if fault == "malformed":
             return web.Response(body=b'{"choices": [', content_type="application/json")
-        answer = self.completion(messages, max_tokens, digest)
+        answer = self.completion(messages, max_tokens, digest, body.get("temperature"))
         if not chat:
             choice = answer["choices"][0]
             answer["object"] = "text_completion"
@@ -152,14 +152,19 @@ class DummyEngine:
             return web.json_response({"error": {"message": "unknown token id"}}, status=400)
         return web.json_response({"prompt": text})
 
-    def completion(self, messages: list[Any], max_tokens: int, digest: bytes) -> dict[str, Any]:
-        """The deterministic response body for a request."""
+    def completion(
+        self, messages: list[Any], max_tokens: int, digest: bytes, temperature: Any = None
+    ) -> dict[str, Any]:
+        """The deterministic response body for a request. The text is `Echo:`, the start of the
+        last message, `|`, the temperature asked for (`t=0.7`, when one was), then filler."""
         h = int.from_bytes(digest[:8], "big")
         n = self.completion_tokens or 1 + h % max_tokens
         n = min(n, max_tokens)
         last = str(messages[-1].get("content", "")) if messages else ""
         # The echo of the prompt is always there (not counted as tokens); then n filler words.
         words = ["Echo:", *last.split()[:8], "|"]
+        if temperature is not None:
+            words.append(f"t={temperature}")
         words += [f"w{(h >> (i % 48)) % 97}" for i in range(n)]
         prompt_tokens = message_tokens(messages)
         return {

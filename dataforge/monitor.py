@@ -2,7 +2,7 @@
 
 `Monitor` is a daemon thread of the Snakemake submitting process (like `hub.PartialPublisher`),
 so it sees local and Slurm runs alike: it only reads what `status.collect` reads
-(results/plan.json and the per-chunk sidecars). Each line is written with a single
+(results/plan.json and the chunk files' footers). Each line is written with a single
 `stream.write` and flushed, so it lands whole between Snakemake's own log lines.
 
 With an output repo, it also replaces the repo's `README.md` with a "generation in progress"

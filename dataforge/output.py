@@ -2,24 +2,17 @@
 
 Each output row keeps every input column unchanged and adds `row` (global index), `generations`
 (one struct per successful completion; with `rollout.function`, `rollout`: the JSON of what
-the function returned) and `error` (null on success). Chunk files are written
-atomically and carry their plan record in the Parquet footer.
+the function returned) and `error` (null on success). `dataforge.chunkfile` writes the table
+with its record in the footer.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-
-from dataforge.atomic import remove_stale_temps, write_atomic
-from dataforge.plan import CHUNK_META_KEY
 
 GENERATION_TYPE = pa.struct(
     [
@@ -39,10 +32,9 @@ def build_chunk_table(
     start: int,
     generations: list[list[dict[str, Any]]],
     errors: list[str | None],
-    plan_record: dict[str, Any],
     rollouts: list[str | None] | None = None,
 ) -> pa.Table:
-    """Input rows plus `row`, `generations` and `error`, with the plan record in the metadata.
+    """Input rows plus `row`, `generations` and `error`.
 
     With `rollouts` (rollout.function), the JSON of each row's rollout output is the `rollout`
     column instead of `generations` (its requests still count in the statistics).
@@ -53,36 +45,12 @@ def build_chunk_table(
         table = table.append_column("generations", pa.array(generations, pa.list_(GENERATION_TYPE)))
     else:
         table = table.append_column("rollout", pa.array(rollouts, pa.string()))
-    table = table.append_column("error", pa.array(errors, pa.string()))
-    return table.replace_schema_metadata({CHUNK_META_KEY: json.dumps(plan_record).encode()})
-
-
-def spec_digest(spec: dict[str, Any]) -> str:
-    """A digest of everything that decides a chunk's content (its rows and settings)."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
-def finished_chunk(parquet: str | Path, sidecar: str | Path, spec: dict[str, Any]) -> bool:
-    """Whether `parquet` already holds this exact chunk (same rows and settings) with its
-    statistics sidecar: for example a chunk that a failed Slurm job finished before the
-    profile's retry resubmitted its whole group."""
-    from dataforge.plan import read_chunk_metadata
-
-    if not (Path(parquet).is_file() and Path(sidecar).is_file()):
-        return False
-    meta = read_chunk_metadata(parquet) or {}
-    return meta.get("spec") == spec_digest(spec)
-
-
-def write_chunk(table: pa.Table, path: str | Path) -> None:
-    """Write a chunk file atomically (temp file, fsync, rename)."""
-    remove_stale_temps(path)
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    return table.append_column("error", pa.array(errors, pa.string()))
 
 
 class TokenSummary:
     """Count, total, min, max, exact percentiles and a fixed-bin histogram of token counts;
-    mergeable (the sidecars carry the exact value counts, at most one entry per distinct
+    mergeable (the chunk records carry the exact value counts, at most one entry per distinct
     token count)."""
 
     QUANTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
@@ -93,7 +61,7 @@ class TokenSummary:
         self.min: int | None = None
         self.max: int | None = None
         self.hist = [0] * (len(TOKEN_BIN_EDGES) - 1)
-        self.counts: Counter[int] | None = Counter()  # None: merged from a sidecar without
+        self.counts: Counter[int] = Counter()  # value -> how many (exact percentiles)
 
     def add(self, value: int | None) -> None:
         if value is None:
@@ -103,8 +71,7 @@ class TokenSummary:
         self.min = value if self.min is None else min(self.min, value)
         self.max = value if self.max is None else max(self.max, value)
         self.hist[_bin(value)] += 1
-        if self.counts is not None:
-            self.counts[value] += 1
+        self.counts[value] += 1
 
     def merge(self, other: dict[str, Any]) -> None:
         if not other.get("n"):
@@ -114,15 +81,12 @@ class TokenSummary:
         self.min = other["min"] if self.min is None else min(self.min, other["min"])
         self.max = other["max"] if self.max is None else max(self.max, other["max"])
         self.hist = [a + b for a, b in zip(self.hist, other["hist"], strict=True)]
-        if self.counts is not None and "counts" in other:
-            self.counts.update({int(k): v for k, v in other["counts"].items()})
-        else:
-            self.counts = None
+        self.counts.update({int(k): v for k, v in other["counts"].items()})
 
     def quantile(self, q: float) -> int | None:
         """The nearest-rank quantile: the smallest value with at least q*n values at or below
         it (numpy's `percentile(..., method="inverted_cdf")`)."""
-        if not self.n or self.counts is None:
+        if not self.n:
             return None
         rank, seen = max(1, math.ceil(q * self.n)), 0
         for value in sorted(self.counts):
@@ -141,7 +105,7 @@ class TokenSummary:
             **{name: self.quantile(q) for name, q in self.QUANTILES},
             "hist": self.hist,
         }
-        if with_counts and self.counts is not None:
+        if with_counts:
             out["counts"] = {str(k): v for k, v in sorted(self.counts.items())}
         return out
 
@@ -158,7 +122,7 @@ def chunk_stats(
     errors: list[str | None],
     request_counts: dict[str, int],
 ) -> dict[str, Any]:
-    """Per-chunk statistics (the sidecar), summed into `stats.json` by the stats rule."""
+    """Per-chunk statistics (in the chunk file's record), summed into `stats.json`."""
     finish = Counter()
     prompt_tokens, completion_tokens = TokenSummary(), TokenSummary()
     truncated = 0

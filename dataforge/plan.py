@@ -2,8 +2,10 @@
 
 `plan.json` pins the input (file digests, or the Hub commit), the prompt column's kind and the
 chunk size. Chunk i covers rows [i * size, min((i + 1) * size, rows)). Every chunk file records
-the plan's fingerprint and its range, so a new plan that disagrees with chunks already written
-(another input, another chunk size) stops before anything is overwritten or mixed.
+the plan's fingerprint and its range (`dataforge.chunkfile`), so a plan that disagrees with
+chunks already written (another input, another chunk size) stops before anything is
+overwritten or mixed; `dataforge.resume` checks that before any job, this module once more
+when the plan is made (a Hub revision can only be resolved then).
 """
 
 from __future__ import annotations
@@ -16,16 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dataforge import layout
 from dataforge.errors import ConfigError, InputError, PlanMismatchError
+from dataforge.resume import PLAN_FORMAT
 
-PLAN_VERSION = 1
 MAX_CHUNKS = 100_000  # chunk ids have five digits
-CHUNK_META_KEY = b"dataforge"
-
-
-def chunk_name(index: int) -> str:
-    """The 5-digit id of chunk `index`."""
-    return f"{index:05d}"
+chunk_name = layout.chunk_name
 
 
 def chunk_range(plan: dict[str, Any], index: int) -> tuple[int, int]:
@@ -42,11 +40,6 @@ def chunk_ids(plan: dict[str, Any]) -> list[str]:
 def server_of(chunk: str | int, per_server: int) -> str:
     """The id of the server (group) that chunk `chunk` belongs to: consecutive chunks share one."""
     return chunk_name(int(chunk) // per_server)
-
-
-def server_ids(plan: dict[str, Any], per_server: int) -> list[str]:
-    """Ids of every server group."""
-    return [chunk_name(i) for i in range(math.ceil(plan["chunks"] / per_server))]
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,8 +63,8 @@ def make_plan(
     prompt_column: str,
     max_examples: int | None,
     chunk_size: int,
-    search_dirs: list[Path],
-    prepared_dir: Path,
+    workdir: Path,
+    basedir: Path,
     rollout: bool = False,
 ) -> dict[str, Any]:
     """Resolve the input, check the prompt column and compute the chunks.
@@ -84,13 +77,15 @@ def make_plan(
     """
     from dataforge import source as src
 
-    files = src.resolve_local_files(dataset, search_dirs)
+    files = src.resolve_local_files(dataset, [workdir, basedir])
     row_group_rows = min(max(chunk_size, 1000), 100_000)
     if files is not None:
-        source = src.describe_local(files, prepared_dir, row_group_rows)
+        prepared = workdir / layout.PREPARED
+        source = src.describe_local(files, prepared, row_group_rows, workdir, basedir)
     else:
         source = src.describe_hub(dataset, config, split, revision)
-    schema = src.source_schema(source)
+    first = src.locate(source["files"][0], workdir, basedir)
+    schema = src.source_schema(source["format"], first)
     if rollout:
         kind = "rollout"
         src.check_output_columns(schema, src.ROLLOUT_OUTPUT_COLUMNS)
@@ -108,7 +103,7 @@ def make_plan(
             f"{MAX_CHUNKS} are supported, raise chunks.size"
         )
     return {
-        "version": PLAN_VERSION,
+        "version": PLAN_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "input": {
             "dataset": dataset,
@@ -133,85 +128,63 @@ def write_plan(
     path: str | Path,
     input_config: dict[str, Any],
     chunk_size: int,
-    search_dirs: list[str | Path],
+    basedir: str | Path,
     rollout: str | None,
 ) -> None:
     """The plan_chunks rule's work: plan `input_config` (the config's `input`), check it against
     the chunk files already in results/data/ and write the plan to `path` (results/plan.json).
-    Prepared (converted) inputs go to results/.prepared/. `rollout` is `rollout.function`: a
-    rollout reads whole rows, so no prompt column is needed.
+    The working directory is the run's; `basedir` the workflow's folder (a relative input is
+    looked up in both). `rollout` is `rollout.function`: a rollout reads whole rows, so no
+    prompt column is needed.
 
     Raises:
         InputError, ConfigError, PlanMismatchError: one line naming the dataset, key or file.
     """
     from dataforge.atomic import write_json_atomic
 
-    results = Path(path).parent
     plan = make_plan(
         **input_config,
         chunk_size=chunk_size,
-        search_dirs=[Path(d) for d in search_dirs],
-        prepared_dir=results / ".prepared",
+        workdir=Path.cwd(),
+        basedir=Path(basedir),
         rollout=bool(rollout),
     )
-    check_existing_chunks(plan, results / "data")
+    check_existing_chunks(plan, Path.cwd())
     write_json_atomic(path, plan)
 
 
-def chunk_metadata(plan: dict[str, Any], index: int) -> dict[str, Any]:
-    """What a chunk file records about the plan it belongs to."""
-    start, end = chunk_range(plan, index)
-    return {
-        "fingerprint": plan["fingerprint"],
-        "chunk_size": plan["chunk_size"],
-        "chunk": index,
-        "start": start,
-        "end": end,
-    }
-
-
-def read_chunk_metadata(path: str | Path) -> dict[str, Any] | None:
-    """The plan record stored in a chunk file's Parquet footer (None if absent or unreadable)."""
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.read_schema(path).metadata or {}
-        return json.loads(meta[CHUNK_META_KEY])
-    except Exception:
-        return None
-
-
-def check_existing_chunks(plan: dict[str, Any], data_dir: str | Path) -> None:
+def check_existing_chunks(plan: dict[str, Any], workdir: str | Path = ".") -> None:
     """Refuse a plan that disagrees with chunk files already present.
 
-    Chunks of the same input and chunk size are fine (a changed range, e.g. after changing
-    `max_examples`, makes Snakemake rerun just that chunk). Anything else would mix rows.
+    Chunks of the same input and chunk size are fine (a chunk whose range changed, e.g. after
+    raising `max_examples`, is regenerated). Anything else would mix rows.
 
     Raises:
         PlanMismatchError: naming the first conflicting file.
     """
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        return
-    for path in sorted(data_dir.glob("chunk-*.parquet")):
-        stem = path.stem.removeprefix("chunk-")
-        if not stem.isdigit():
+    from dataforge import chunkfile
+
+    for index, path in layout.chunk_files(workdir).items():
+        try:
+            key = chunkfile.read_record(path).key
+        except FileNotFoundError:
             continue
-        if int(stem) >= plan["chunks"]:
+        except chunkfile.ForeignChunk as e:
+            if "older dataforge" in str(e):
+                continue  # regenerated
+            raise PlanMismatchError(f"{e}; move it away") from None
+        if index >= plan["chunks"]:
             raise PlanMismatchError(
                 f"{path} lies outside the new plan ({plan['chunks']} chunks of "
                 f"{plan['chunk_size']} rows); move it away or restore input.max_examples"
             )
-        meta = read_chunk_metadata(path)
-        if meta is None:
-            raise PlanMismatchError(f"{path} was not written by dataforge; move it away")
-        if meta["fingerprint"] != plan["fingerprint"]:
+        if key.fingerprint != plan["fingerprint"]:
             raise PlanMismatchError(
                 f"{path} was generated from another input than {plan['input']['dataset']!r}; "
                 "use another --directory, or move results/ away to start over"
             )
-        if meta["chunk_size"] != plan["chunk_size"]:
+        if key.chunk_size != plan["chunk_size"]:
             raise PlanMismatchError(
-                f"{path} was written with chunks.size={meta['chunk_size']}, the config says "
+                f"{path} was written with chunks.size={key.chunk_size}, the config says "
                 f"{plan['chunk_size']}; restore chunks.size or move results/ away"
             )

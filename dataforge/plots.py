@@ -1,6 +1,6 @@
 """The dataset card's figures (PNG files in results/plots/, next to the card).
 
-Plots are drawn from the exact token counts that the chunk sidecars carry, so the histogram
+Plots are drawn from the exact token counts that the chunk files' records carry, so the histogram
 has the resolution the data has (one bar per value for short completions), not the coarse
 power-of-two bins of `stats.json`.
 """

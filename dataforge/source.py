@@ -101,17 +101,79 @@ def _check_same_format(files: list[Path]) -> str:
     return formats.pop()
 
 
-def describe_local(files: list[Path], prepared_dir: Path, row_group_rows: int) -> dict[str, Any]:
-    """Describe local input files; JSONL and CSV are converted once to Parquet in `prepared_dir`."""
+def portable(path: str | Path, workdir: Path, basedir: Path) -> dict[str, str]:
+    """A path as the plan records it: relative to the working directory or to the workflow's
+    folder when it lies inside one (so a run directory or a checkout can move), else absolute."""
+    path = Path(path).resolve()
+    for base, root in (("workdir", workdir), ("workflow", basedir)):
+        try:
+            return {"path": str(path.relative_to(Path(root).resolve())), "base": base}
+        except ValueError:
+            continue
+    return {"path": str(path), "base": "absolute"}
+
+
+def locate(entry: dict[str, Any], workdir: Path, basedir: Path) -> Path:
+    """The file a plan entry (from `portable`) names, for this run's folders."""
+    root = {"workdir": workdir, "workflow": basedir}.get(entry.get("base", "absolute"))
+    return Path(entry["path"]) if root is None else Path(root) / entry["path"]
+
+
+def _original(path: Path, workdir: Path, basedir: Path, digest: str | None = None) -> dict:
+    st = path.stat()
+    return {
+        **portable(path, workdir, basedir),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "digest": digest or file_digest(path),
+    }
+
+
+def local_fingerprint(
+    files: list[Path], known: list[dict[str, Any]], workdir: Path, basedir: Path
+) -> str:
+    """The fingerprint of local input files (as `describe_local` computes it), reusing the
+    digests in `known` (a plan's `originals`) for files whose size and mtime are unchanged."""
+    digests = []
+    for f in files:
+        st = f.stat()
+        same = [
+            k for k in known
+            if locate(k, workdir, basedir).resolve() == f.resolve()
+            and (k.get("size"), k.get("mtime_ns")) == (st.st_size, st.st_mtime_ns)
+        ]  # fmt: skip
+        digests.append(same[0]["digest"] if same else file_digest(f))
+    return _fingerprint(digests)
+
+
+def _fingerprint(digests: list[str]) -> str:
+    return hashlib.sha256(json.dumps(digests).encode()).hexdigest()
+
+
+def describe_local(
+    files: list[Path],
+    prepared_dir: Path,
+    row_group_rows: int,
+    workdir: Path = Path(),
+    basedir: Path = Path(),
+) -> dict[str, Any]:
+    """Describe local input files; JSONL and CSV are converted once to Parquet in `prepared_dir`.
+
+    Paths are recorded relative to `workdir` or `basedir` where they lie inside one (see
+    `portable`), so that the run resumes after its directory moved.
+    """
     fmt = _check_same_format(files)
-    originals = [{"path": str(f), "digest": file_digest(f)} for f in files]
+    originals = [_original(f, workdir, basedir) for f in files]
+    fingerprint = _fingerprint([o["digest"] for o in originals])
     if fmt == "parquet":
         readable = files
     else:
-        key = hashlib.sha256(json.dumps(originals).encode()).hexdigest()[:16]
-        target = prepared_dir / f"input-{key}.parquet"
+        target = prepared_dir / f"input-{fingerprint[:16]}.parquet"
         if not target.exists():
             _convert_to_parquet(files, fmt, target, row_group_rows)
+            for old in prepared_dir.glob("input-*.parquet"):  # of an input that changed
+                if old != target:
+                    old.unlink(missing_ok=True)
         readable = [target]
     entries = []
     schema = None
@@ -128,15 +190,13 @@ def describe_local(files: list[Path], prepared_dir: Path, row_group_rows: int) -
                 f"input.dataset: {f} has other columns or types than {readable[0]}; "
                 "all input files must share one schema"
             )
-        entries.append({"path": str(f), "rows": meta.num_rows})
+        entries.append({**portable(f, workdir, basedir), "rows": meta.num_rows})
     return {
         "kind": "local",
         "format": "parquet",
         "originals": originals,
         "files": entries,
-        "fingerprint": hashlib.sha256(
-            json.dumps([o["digest"] for o in originals]).encode()
-        ).hexdigest(),
+        "fingerprint": fingerprint,
     }
 
 
@@ -227,7 +287,7 @@ def describe_hub(dataset: str, config: str | None, split: str, revision: str | N
         path = cache["filename"]
         with pa.memory_map(path) as source:
             rows = sum(b.num_rows for b in pa.ipc.open_stream(source))
-        entries.append({"path": path, "rows": rows})
+        entries.append({"path": path, "base": "absolute", "rows": rows})
     identity = {"dataset": dataset, "config": config, "split": split, "revision": sha}
     return {
         "kind": "hub",
@@ -242,12 +302,12 @@ def describe_hub(dataset: str, config: str | None, split: str, revision: str | N
     }
 
 
-def source_schema(source: dict[str, Any]) -> pa.Schema:
-    """The Arrow schema of the source rows (without file metadata)."""
-    first = source["files"][0]["path"]
-    if source["format"] == "parquet":
-        return pq.read_schema(first).remove_metadata()
-    with pa.memory_map(first) as f:
+def source_schema(fmt: str, path: str | Path) -> pa.Schema:
+    """The Arrow schema of the source rows in `path` (`fmt`: the source's format), without
+    file metadata."""
+    if fmt == "parquet":
+        return pq.read_schema(path).remove_metadata()
+    with pa.memory_map(str(path)) as f:
         return pa.ipc.open_stream(f).schema.remove_metadata()
 
 
@@ -286,10 +346,16 @@ def check_output_columns(schema: pa.Schema, added: tuple[str, ...] = OUTPUT_COLU
 
 
 class RowReader:
-    """Reads global row ranges from a described source; keeps file handles open for reuse."""
+    """Reads global row ranges from a described source; keeps file handles open for reuse.
 
-    def __init__(self, source: dict[str, Any]) -> None:
+    Relative paths of the plan are taken from `workdir` and `basedir` (see `portable`)."""
+
+    def __init__(
+        self, source: dict[str, Any], workdir: Path = Path(), basedir: Path = Path()
+    ) -> None:
         self.source = source
+        self.workdir, self.basedir = Path(workdir), Path(basedir)
+        self.paths = [str(locate(f, self.workdir, self.basedir)) for f in source["files"]]
         self.offsets = [0]
         for f in source["files"]:
             self.offsets.append(self.offsets[-1] + f["rows"])
@@ -297,14 +363,22 @@ class RowReader:
         self._arrow: dict[str, list[pa.RecordBatch]] = {}
 
     def check_unchanged(self) -> None:
-        """Fail if a local input file changed since the plan was made."""
+        """Fail if a local input file changed since the plan was made (the workflow checks
+        this before any job starts; this is for a file changed during the run)."""
         for original in self.source.get("originals", []):
-            path = original["path"]
-            if not os.path.exists(path) or file_digest(path) != original["digest"]:
-                raise InputError(
-                    f"input.dataset: {path} changed or vanished since the plan was made; "
-                    "restore it, or delete results/plan.json and the chunks to start over"
-                )
+            path = locate(original, self.workdir, self.basedir)
+            try:
+                st = path.stat()
+                same = (st.st_size, st.st_mtime_ns) == (original["size"], original["mtime_ns"])
+                if same or file_digest(path) == original["digest"]:
+                    continue
+            except OSError:
+                pass
+            raise InputError(
+                f"input.dataset: {path} changed or vanished during the run; restore it and "
+                "run again (the chunks generated from it so far are kept only if it is the "
+                "same file)"
+            )
 
     def read(self, start: int, end: int) -> pa.Table:
         """Rows [start, end) as one table."""
@@ -318,12 +392,12 @@ class RowReader:
             if b > a:
                 pieces.append(self._read_file(i, a, b))
         if not pieces:
-            return source_schema(self.source).empty_table()
+            return source_schema(self.source["format"], self.paths[0]).empty_table()
         table = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
         return table.replace_schema_metadata(None)
 
     def _read_file(self, i: int, start: int, end: int) -> pa.Table:
-        path = self.source["files"][i]["path"]
+        path = self.paths[i]
         if self.source["format"] == "parquet":
             return self._read_parquet(path, start, end)
         return self._read_arrow(path, start, end)

@@ -1,19 +1,100 @@
-"""Aggregate the per-chunk sidecars into `stats.json`."""
+"""Aggregate the chunk files' records into `stats.json`.
+
+Everything comes from the chunk files themselves (their footers, `dataforge.chunkfile`): what
+they were generated with, how, and their statistics. So stats.json describes the chunks as
+they are, whatever the config says now.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dataforge import __version__
+from dataforge import __version__, chunkfile, layout
+from dataforge.errors import DataforgeError
 from dataforge.output import TOKEN_BIN_EDGES, TokenSummary
 
 
-def load_sidecars(sidecars: list[str | Path]) -> list[dict[str, Any]]:
-    return [json.loads(Path(p).read_text(encoding="utf-8")) for p in sidecars]
+def chunk_entry(record: chunkfile.ChunkRecord) -> dict[str, Any]:
+    """One chunk's statistics, how it was made and its range, as one flat dict."""
+    key = record.key
+    return {
+        **record.stats,
+        **record.run,
+        "chunk": layout.chunk_name(key.chunk),
+        "start": key.start,
+        "end": key.end,
+    }
+
+
+def load_chunks(chunk_files: list[str | Path]) -> list[dict[str, Any]]:
+    """`chunk_entry` of each chunk file."""
+    return [chunk_entry(chunkfile.read_record(p)) for p in chunk_files]
+
+
+def common_settings(chunk_files: list[str | Path]) -> dict[str, Any]:
+    """The content settings every chunk file was generated with.
+
+    Raises:
+        DataforgeError: the chunks disagree (a run with the default rerun triggers regenerates
+            every chunk that differs from the config, so this means they were bypassed).
+    """
+    seen: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for p in chunk_files:
+        settings = chunkfile.read_record(p).key.settings
+        digest = json.dumps(settings, sort_keys=True)
+        seen.setdefault(digest, (settings, []))[1].append(Path(p).name)
+    if len(seen) > 1:
+        groups = "; ".join(f"{len(names)} like {names[0]}" for _, names in seen.values())
+        raise DataforgeError(
+            f"results/data/: the chunk files were generated with different settings ({groups}); "
+            "run snakemake with its default rerun triggers to regenerate those that differ "
+            "from the config"
+        )
+    return next(iter(seen.values()))[0] if seen else {}
+
+
+def most_common(values: list[Any]) -> Any:
+    """The value that occurs most often (the first of those, on a tie)."""
+    keys = [json.dumps(v, sort_keys=True) for v in values]
+    return values[max(range(len(values)), key=lambda i: (keys.count(keys[i]), -i))]
+
+
+def provenance_settings(chunk_files: list[str | Path], chunks: list[dict[str, Any]]) -> dict:
+    """What the chunks were generated with, for stats.json's provenance and the card."""
+    s = common_settings(chunk_files)
+    if not s:
+        return {}
+
+    def one_or_all(key: str) -> Any:
+        values = [c.get(key) for c in chunks]
+        distinct = [v for i, v in enumerate(values) if v not in values[:i]]
+        return distinct[0] if len(distinct) == 1 else distinct
+
+    out = {
+        "model": s["model"],
+        "model_revision": s["model_revision"],
+        "model_source": one_or_all("model_source"),
+        "max_context": s["max_context"],
+        "engine_kind": s["engine"]["kind"],
+        "prompt_column": s["prompt_column"],
+        "system": s["system"],
+        "template": s["template"],
+        "too_long": s["too_long"],
+        "sampling_configured": s["sampling"],
+        # what the engine used (unset values from the model's generation_config.json), as
+        # most chunks were generated with it
+        "sampling": most_common([c["sampling_used"] for c in chunks]),
+        "per_server": one_or_all("per_server"),
+        "content_digest": hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest(),
+    }
+    if s["rollout"]:
+        out["rollout"] = s["rollout"]
+    return out
 
 
 def merged_tokens(chunks: list[dict[str, Any]], key: str) -> TokenSummary:
@@ -24,11 +105,11 @@ def merged_tokens(chunks: list[dict[str, Any]], key: str) -> TokenSummary:
     return summary
 
 
-def aggregate(
-    sidecars: list[str | Path], plan: dict[str, Any], settings: dict[str, Any]
-) -> dict[str, Any]:
+def aggregate(chunk_files: list[str | Path], plan: dict[str, Any]) -> dict[str, Any]:
     """One JSON object: counts, token statistics, timing and provenance of the run."""
-    chunks = sorted(load_sidecars(sidecars), key=lambda c: c["chunk"])  # any order in, one out
+    chunk_files = sorted(chunk_files, key=lambda p: Path(p).name)  # any order in, one out
+    chunks = load_chunks(chunk_files)
+    settings = provenance_settings(chunk_files, chunks)
     errors: Counter[str] = Counter()
     finish: Counter[str] = Counter()
     requests: Counter[str] = Counter()
@@ -50,7 +131,7 @@ def aggregate(
         r["gpus"] * (r["last_finished"] - (r["engine_ready"] or r["started"])) for r in servers
     )
     versions = sorted({r["engine_version"] for r in servers if r["engine_version"]})
-    engines = [c["engine"] for c in chunks if "engine" in c]
+    engines = [c["engine"] for c in chunks]
     distinct = [e for i, e in enumerate(engines) if e not in engines[:i]]
 
     def ts(t: float | None) -> str | None:
@@ -62,7 +143,7 @@ def aggregate(
         "rows_failed": sum(errors.values()),
         "rows_failed_by_kind": dict(sorted(errors.items())),
         "rows_truncated": sum(c["rows_truncated"] for c in chunks),
-        "rows_prompt_truncated": sum(c.get("rows_prompt_truncated", 0) for c in chunks),
+        "rows_prompt_truncated": sum(c["rows_prompt_truncated"] for c in chunks),
         "chunks": len(chunks),
         "rollouts": sum(c["rollouts"] for c in chunks),
         "finish_reasons": dict(sorted(finish.items())),
@@ -120,14 +201,12 @@ def aggregate(
     }
 
 
-def write_stats(
-    sidecars: list[str | Path], plan: str | Path, settings: dict[str, Any], path: str | Path
-) -> None:
-    """The aggregate_stats rule's work: `aggregate` of the sidecars, written to `path`."""
+def write_stats(chunk_files: list[str | Path], plan: str | Path, path: str | Path) -> None:
+    """The aggregate_stats rule's work: `aggregate` of the chunk files, written to `path`."""
     from dataforge.atomic import write_json_atomic
     from dataforge.plan import load_plan
 
-    write_json_atomic(path, aggregate(sidecars, load_plan(plan), settings))
+    write_json_atomic(path, aggregate(chunk_files, load_plan(plan)))
 
 
 def server_runs(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -136,16 +215,16 @@ def server_runs(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     chunk's end. Sidecars written before these fields existed count as their own chunk's span."""
     runs: dict[tuple[str, float], dict[str, Any]] = {}
     for c in chunks:
-        started = c.get("server_started", c["started"])
+        started = c["server_started"]
         run = runs.setdefault(
             (c["server"], started),
             {
                 "server": c["server"],
-                "host": c.get("host"),
-                "gpus": c.get("gpus", 0),
+                "host": c["host"],
+                "gpus": c["gpus"],
                 "started": started,
-                "engine_ready": c.get("engine_ready"),
-                "engine_version": c.get("engine_version"),
+                "engine_ready": c["engine_ready"],
+                "engine_version": c["engine_version"],
                 "chunks": 0,
                 "last_finished": c["finished"],
             },

@@ -1,7 +1,7 @@
 """`dataforge status [DIR]`: how far a run is, from what is on disk.
 
-Reads `results/plan.json` and the statistics sidecars of the finished chunks (a chunk counts
-once its Parquet file exists), so it works while the run goes, after it ended, after a crash,
+Reads `results/plan.json` and the records in the footers of the chunk files present (a chunk
+counts once its file exists), so it works while the run goes, after it ended, after a crash,
 and for a Slurm run from the login node. Throughput and the ETA come from the chunks that
 finished in the last `--window` seconds: chunks of a group finish one after another, so the
 recent rate of finished chunks is what the rest of the run will see.
@@ -20,18 +20,20 @@ from typing import Any
 def collect(workdir: Path, window_s: float = 300.0, now: float | None = None) -> dict[str, Any]:
     """Progress numbers of the run in `workdir` (see the module docstring)."""
     now = time.time() if now is None else now
-    results = workdir / "results"
-    plan_file = results / "plan.json"
+    from dataforge import chunkfile, layout
+
+    plan_file = workdir / layout.PLAN
     if not plan_file.is_file():
         return {"planned": False}
     plan = json.loads(plan_file.read_text(encoding="utf-8"))
     done = []
-    for parquet in sorted((results / "data").glob("chunk-*.parquet")):
-        sidecar = results / "chunk_stats" / f"{parquet.stem}.json"
+    for index, path in layout.chunk_files(workdir).items():
+        if index >= plan["chunks"]:
+            continue
         try:
-            done.append(json.loads(sidecar.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue  # a chunk from before sidecars, or being replaced right now
+            done.append(chunkfile.read_record(path).stats)
+        except (OSError, chunkfile.ForeignChunk):
+            continue  # not a chunk of this dataforge, or being replaced right now
     first_start = min((s["started"] for s in done), default=None)
     span = min(window_s, now - first_start) if first_start is not None else 0.0
     recent = [s for s in done if s["finished"] >= now - span] if span > 0 else []

@@ -1,21 +1,21 @@
-# Both rules run in Snakemake's own process, like plan_chunks (see rules/plan.smk).
+# Both rules run in Snakemake's own process, like plan_chunks (see rules/plan.smk). They read
+# what each chunk file's footer records (its settings, how it was made, its statistics), so
+# stats.json and the card describe the chunks as they are.
 rule aggregate_stats:
-    """Sum the per-chunk statistics into stats.json."""
+    """Sum the chunk files' statistics into stats.json."""
     input:
-        sidecars=get_chunk_files("results/chunk_stats/chunk-{chunk}.json"),
+        chunks=get_chunk_files(CHUNK_FILE),
         plan=PLAN,
     output:
         stats="results/stats.json",
     log:
         "logs/aggregate_stats.log",
     localrule: True
-    params:
-        settings=get_run_settings,
     run:
         from dataforge.stats import write_stats
 
         with job_log(log[0]):
-            write_stats(input.sidecars, input.plan, params.settings, output.stats)
+            write_stats(input.chunks, input.plan, output.stats)
 
 
 rule write_dataset_card:
@@ -24,8 +24,7 @@ rule write_dataset_card:
     input:
         stats="results/stats.json",
         plan=PLAN,
-        chunks=get_chunk_files("results/data/chunk-{chunk}.parquet"),
-        sidecars=get_chunk_files("results/chunk_stats/chunk-{chunk}.json"),
+        chunks=get_chunk_files(CHUNK_FILE),
     output:
         card="results/README.md",
         completion=report(
@@ -47,10 +46,9 @@ rule write_dataset_card:
         "logs/write_dataset_card.log",
     localrule: True
     params:
-        settings=get_run_settings,
         repo=lookup(dpath="output/repo", within=config),
     run:
         from dataforge.card import write_card
 
         with job_log(log[0]):
-            write_card(input, output, params.settings, params.repo)
+            write_card(input, output, params.repo)

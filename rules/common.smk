@@ -1,14 +1,13 @@
 # Helpers only (no rules): configuration check, checkpoint readers and input functions.
 # Everything here runs at parse or DAG time, so it stays offline and cheap; the logic lives in
-# the dataforge package.
-import json
+# the dataforge package (dataforge.snakemake_compat holds every use of Snakemake internals).
 import os
 import sys
 from pathlib import Path
 
-from snakemake.io import IOFile
-
+from dataforge import chunkfile, layout, resume
 from dataforge import plan as planlib
+from dataforge import snakemake_compat as compat
 from dataforge import workflow as dfw
 from dataforge.errors import DataforgeError
 from dataforge.logs import job_log  # the body of every run: rule
@@ -28,27 +27,59 @@ except DataforgeError as e:
 # The interpreter running Snakemake (the workflow's venv) runs the serve jobs too.
 os.environ.setdefault("DATAFORGE_PYTHON", sys.executable)
 
-PLAN = "results/plan.json"
+PLAN = str(layout.PLAN)
+CHUNK_FILE = layout.CHUNK_PATTERN
+SERVICE_FILE = layout.SERVICE_PATTERN
 # GPUs and nodes of one server, from the engine config (None: not asked for).
 SERVE_RESOURCES = dfw.serve_resources(config)
-SERVE_CONFIG = (
-    "results/.serve/config.json"  # read by the serve jobs, see rules/serve.smk
-)
+# What every chunk file must hold (its footer's key): a chunk that holds anything else is
+# generated again (see get_chunk_inputs).
+CONTENT = chunkfile.content_settings(config)
+_run = {}  # this process's resume check, the monitor
+
+
+def check_resume():
+    """Before any job (DAG time, main process, also with -n): refuse a config that the files
+    in results/ cannot continue, and find out whether plan.json must be made again
+    (dataforge/resume.py). Once per process."""
+    if "resume" not in _run:
+        _run["resume"] = resume.PlanState()
+        if workflow.is_main_process:
+            try:
+                _run["resume"] = resume.check_existing(config, workflow.basedir)
+            except DataforgeError as e:
+                stop_with(e)
+    return _run["resume"]
+
+
+def mark_if_stale(name, target, why):
+    """The marker input that makes Snakemake redo `target` when `why` lists differences
+    (written by the main process only; see dataforge/resume.py)."""
+    if not why:
+        if workflow.is_main_process and not workflow.dryrun:
+            resume.clear_stale(name)
+        return {}
+    if workflow.is_main_process:
+        return {"stale": resume.mark_stale(name, target, why)}
+    return {"stale": str(layout.stale_marker(name))}
+
+
+def get_plan_inputs(wildcards):
+    """A marker when plan.json no longer describes the config's input (a key changed, the run
+    directory moved): the plan is made again, and the chunks that stay valid are kept.
+    """
+    return mark_if_stale("plan", PLAN, check_resume().stale)
 
 
 def get_plan():
     """The plan written by the plan_chunks checkpoint (re-evaluates the DAG once it exists)."""
+    check_resume()
     plan = planlib.load_plan(checkpoints.plan_chunks.get().output.plan)
     try:
         dfw.check_plan_against_config(plan, config)
     except DataforgeError as e:
         stop_with(e)
     return plan
-
-
-def service_file(server):
-    """The service() file through which server `server` publishes its address."""
-    return f"results/.serve/server-{server}.json"
 
 
 def get_chunk_files(pattern):
@@ -74,38 +105,38 @@ def get_service_file(wildcards):
     missing (`--no-hooks`): a run refused by another run's lock builds its DAG first and must
     not change the settings of that run's servers (write_serve_config, from onstart).
     """
-    path = service_file(dfw.server_of(wildcards.chunk, config))
+    path = layout.service_file(dfw.server_of(wildcards.chunk, config))
     if workflow.is_main_process and path not in _prepared_services:
-        if not _prepared_services and not os.path.exists(SERVE_CONFIG):
+        if not _prepared_services and not layout.SERVE_CONFIG.exists():
             write_serve_config()
         _prepared_services.add(path)
         dfw.ensure_placeholders([path])
-        workflow.persistence.cleanup_metadata(IOFile(path))
+        compat.drop_metadata(workflow, path)
     return ancient(path)
 
 
-def write_serve_config():
-    """Write the validated config that the serve jobs read (onstart: this run holds the lock)."""
-    dfw.write_serve_config(SERVE_CONFIG, config, workflow.basedir)
-
-
-def get_chunk_spec(wildcards):
-    """What the chunk contains, as JSON: its rows and the generation settings (a change is a
-    params change, so Snakemake reruns exactly the chunks it affects).
+def get_chunk_inputs(wildcards):
+    """The chunk job's inputs: its server's service file, and a marker when the chunk file
+    holds other rows or settings than the plan and the config ask for (its footer says what
+    it holds; Snakemake's own records may be gone), so that it is generated again.
 
     The plan file is read directly when it exists (the checkpoint only when it does not, so
     that Snakemake plans first): see rules/generate.smk for why chunk jobs do not depend on
     the checkpoint.
     """
     plan = planlib.load_plan(PLAN) if os.path.exists(PLAN) else get_plan()
-    return json.dumps(
-        dfw.chunk_spec(plan, int(wildcards.chunk), config), sort_keys=True
-    )
+    index = int(wildcards.chunk)
+    why = resume.chunk_staleness(plan, index, CONTENT)
+    name = layout.chunk_file(index).name
+    return {
+        "service": get_service_file(wildcards),
+        **mark_if_stale(name, layout.chunk_file(index), why),
+    }
 
 
-def get_run_settings(wildcards):
-    """Settings recorded in stats.json and the card."""
-    return dfw.run_settings(config, workflow.basedir)
+def write_serve_config():
+    """Write the validated config that the serve jobs read (onstart: this run holds the lock)."""
+    dfw.write_serve_config(layout.SERVE_CONFIG, config, workflow.basedir)
 
 
 def on_slurm():
@@ -147,15 +178,54 @@ def cancel_leftover_slurm_jobs():
         )
 
 
-def defer_sigterm():
-    """SIGTERM handled without the deadlock of Snakemake's own handler (dataforge.workflow)."""
-    dfw.defer_sigterm(workflow.scheduler)
+def handle_interrupts():
+    """Ctrl-C, SIGINT or SIGTERM: a local run stops its jobs at once (finished chunks stay);
+    a Slurm run keeps Snakemake's own handling (Ctrl-C cancels the jobs), with its SIGTERM
+    made safe from a deadlock (dataforge/snakemake_compat.py)."""
+    if compat.local_execution(workflow):
+
+        def on_interrupt(name):
+            monitor = _run.get("monitor")
+            if monitor is not None:
+                monitor.stop(timeout=0)
+            print(
+                f"dataforge: {name}: stopping the running jobs (finished chunks are kept)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        _run["interrupt"] = compat.StopOnInterrupt(
+            workflow.scheduler, on_interrupt
+        ).install()
+    else:
+        compat.defer_sigterm(workflow.scheduler)
+
+
+def report_interrupt():
+    """After an interrupted local run: what is done, and how to finish."""
+    handler = _run.get("interrupt")
+    if handler is None or handler.signal_name is None:
+        return
+    from dataforge.status import collect
+
+    p = collect(Path.cwd())
+    done = (
+        f"{p['chunks_done']:,} of {p['chunks']:,} chunks"
+        if p["planned"]
+        else "no chunk"
+    )
+    print(
+        f"dataforge: stopped {handler.elapsed():.1f} s after {handler.signal_name}; "
+        f"{done} done; run the same command again to generate the rest",
+        file=sys.stderr,
+    )
 
 
 def exit_promptly():
     """After the run: cancel Snakemake's last scheduler timer, which would hold the process
-    up to a second before it exits (see dataforge.workflow.cancel_pending_timers)."""
-    dfw.cancel_pending_timers()
+    up to a second before it exits (see dataforge.snakemake_compat.cancel_pending_timers).
+    """
+    compat.cancel_pending_timers()
 
 
 def check_hub_output():
@@ -175,7 +245,7 @@ def check_hub_output():
     if every:
         from dataforge.hub import PartialPublisher
 
-        PartialPublisher(Path("results"), repo_id, every).start()
+        PartialPublisher(layout.RESULTS, repo_id, every).start()
     return repo_id
 
 
@@ -188,7 +258,9 @@ def start_monitor(repo_id):
     if not (progress or repo_id):
         return
     stream = sys.stderr if progress else open(os.devnull, "w")
-    Monitor(Path.cwd(), repo_id, config["monitor"]["interval_s"], stream=stream).start()
+    _run["monitor"] = Monitor(
+        Path.cwd(), repo_id, config["monitor"]["interval_s"], stream=stream
+    ).start()
 
 
 def record_invocation():
@@ -198,6 +270,6 @@ def record_invocation():
     from dataforge.atomic import write_json_atomic
 
     write_json_atomic(
-        "results/.invocation.json",
+        layout.INVOCATION,
         {"argv": sys.argv, "cwd": os.getcwd(), "time": time.time()},
     )

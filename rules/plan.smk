@@ -2,8 +2,13 @@
 # profiles/default): no new interpreter and no script preamble, about a second less per job.
 checkpoint plan_chunks:
     """Resolve the input, check the prompt column, split the rows into chunks."""
+    input:
+        # A marker when plan.json no longer describes the config's input (dataforge/resume.py).
+        unpack(get_plan_inputs),
     output:
-        plan=PLAN,
+        # update(): a plan that is refused (its input no longer matches the chunk files) leaves
+        # the existing plan.json in place.
+        plan=update(PLAN),
     log:
         "logs/plan_chunks.log",
     localrule: True
@@ -12,7 +17,7 @@ checkpoint plan_chunks:
         chunk_size=lookup(dpath="chunks/size", within=config),
         # a rollout function reads whole rows: no prompt column needed
         rollout=lookup(dpath="rollout/function", within=config),
-        search_dirs=[".", workflow.basedir],
+        basedir=workflow.basedir,
     run:
         from dataforge.plan import write_plan
 
@@ -21,6 +26,6 @@ checkpoint plan_chunks:
                 output.plan,
                 params.input,
                 params.chunk_size,
-                params.search_dirs,
+                params.basedir,
                 params.rollout,
             )

@@ -1,7 +1,7 @@
 rule publish:
     """Upload the chunk files, stats.json and the card to output.repo on the Hub."""
     input:
-        chunks=get_chunk_files("results/data/chunk-{chunk}.parquet"),
+        chunks=get_chunk_files(CHUNK_FILE),
         stats="results/stats.json",
         card="results/README.md",
         figures=[

@@ -12,7 +12,7 @@ rule serve_model:
     output:
         # update(): Snakemake keeps the existing file (the placeholder) instead of deleting
         # it before the job, so the chunk jobs start at once instead of polling for it.
-        service=service(update("results/.serve/server-{server}.json")),
+        service=service(update(SERVICE_FILE)),
     log:
         main="logs/serve_model/{server}.log",
         engine="logs/serve_model/{server}.engine.log",

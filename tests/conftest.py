@@ -101,6 +101,20 @@ def plant_prompt(path: Path, row: int, text: str) -> None:
     pq.write_table(table.set_column(1, "prompt", pa.array(prompts)), path)
 
 
+def fake_chunk(
+    workdir: Path, index: int, stats: dict[str, Any], *, size: int = 10, fingerprint: str = "f"
+) -> Path:
+    """A chunk file of `size` rows (only a `row` column) whose record holds `stats`, as the
+    server writes it: for tests of what reads chunk files (status, monitor)."""
+    from dataforge import chunkfile, layout
+
+    key = chunkfile.ChunkKey(index, index * size, (index + 1) * size, fingerprint, size, {})
+    table = pa.table({"row": list(range(key.start, key.end))})
+    path = layout.chunk_file(index, workdir)
+    chunkfile.write_chunk(table, chunkfile.ChunkRecord(key, {}, stats), path)
+    return path
+
+
 def check_rows_exactly_once(wf: Workflow, n: int) -> pa.Table:
     table = wf.table()
     rows = table.column("row").to_pylist()

@@ -76,7 +76,7 @@ def test_full_run_writes_every_row_once_with_its_own_answer(done_run: Workflow) 
     lengths = [g[0]["completion_tokens"] for g in table.column("generations").to_pylist()]
     for name, q in (("p50", 50), ("p90", 90), ("p99", 99)):  # exact, nearest rank
         assert stats["completion_tokens"][name] == np.percentile(lengths, q, method="inverted_cdf")
-    assert "counts" not in stats["completion_tokens"]  # sidecars only
+    assert "counts" not in stats["completion_tokens"]  # only in the chunk records
     assert stats["requests"]["requests"] == 2000
     assert stats["rows_truncated"] == sum(
         g[0]["finish_reason"] == "length" for g in table.column("generations").to_pylist()
@@ -303,7 +303,7 @@ def test_plan_mismatch_stops_before_touching_chunks(done_run: Workflow) -> None:
     pq.write_table(pa.table({"prompt": ["x"] * 10}), wf.workdir / "other2.parquet")
     wf.configure(config)
     proc = wf.run(check=False)
-    assert "was generated from another input" in proc.stderr
+    assert "is not the input the 4 chunk files in results/data/ were generated from" in proc.stderr
     assert {p.name: p.stat().st_mtime_ns for p in wf.chunks()} == before
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import fake_chunk
 from fakehub import FakeHub
 
 from dataforge.monitor import Monitor, progress_card, progress_line
@@ -82,18 +83,15 @@ class Chunks:
 
     def plan(self) -> None:
         (self.results / "data").mkdir(parents=True)
-        (self.results / "chunk_stats").mkdir()
         plan = {"chunks": self.chunks, "rows": 10 * self.chunks, "input": {"split": self.split}}
         (self.results / "plan.json").write_text(json.dumps(plan))
 
     def finish_one(self, took: float = 0.4) -> None:
-        """A chunk of 10 rows (1 failed, 100 output tokens): sidecar first, then the Parquet
-        file, which is what makes the chunk count."""
+        """A chunk file of 10 rows (1 failed, 100 output tokens)."""
         i, now = self.done, time.time()
-        sidecar = {"rows": 10, "rows_failed": 1, "started": now - took, "finished": now,
-                   "completion_tokens": {"total": 100}}  # fmt: skip
-        (self.results / "chunk_stats" / f"chunk-{i:05d}.json").write_text(json.dumps(sidecar))
-        (self.results / "data" / f"chunk-{i:05d}.parquet").write_bytes(b"x")
+        stats = {"rows": 10, "rows_failed": 1, "started": now - took, "finished": now,
+                 "completion_tokens": {"total": 100}}  # fmt: skip
+        fake_chunk(self.results.parent, i, stats)
         self.done += 1
         self.last_at = time.monotonic()
 

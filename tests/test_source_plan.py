@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_prompts
 
+from dataforge import chunkfile
 from dataforge import plan as planlib
 from dataforge.errors import ConfigError, InputError, PlanMismatchError
-from dataforge.output import build_chunk_table, write_chunk
+from dataforge.output import build_chunk_table
 from dataforge.source import RowReader, describe_local, prompt_kind, resolve_local_files
 
 
@@ -25,8 +26,8 @@ def make_plan(tmp_path: Path, dataset: str, **kw: object) -> dict:
         "prompt_column": "prompt",
         "max_examples": None,
         "chunk_size": 100,
-        "search_dirs": [tmp_path],
-        "prepared_dir": tmp_path / ".prepared",
+        "workdir": tmp_path,
+        "basedir": tmp_path / "workflow",
     }
     args.update(kw)
     return planlib.make_plan(**args)
@@ -46,7 +47,7 @@ def test_reads_any_row_range_exactly(tmp_path: Path, suffix: str) -> None:
             )
     plan = make_plan(tmp_path, f"part-*{suffix}")
     assert plan["rows"] == 584
-    reader = RowReader(plan["source"])
+    reader = RowReader(plan["source"], tmp_path)
     full = reader.read(0, 584)
     assert full.num_rows == 584
     for start, end in [(0, 1), (63, 65), (249, 252), (250, 251), (100, 584), (583, 584)]:
@@ -58,7 +59,7 @@ def test_csv_is_prepared_once(tmp_path: Path) -> None:
     (tmp_path / "in.csv").write_text("prompt,n\nhello,1\nworld,2\n")
     plan = make_plan(tmp_path, "in.csv")
     assert plan["rows"] == 2 and plan["prompt_kind"] == "text"
-    prepared = list((tmp_path / ".prepared").glob("*.parquet"))
+    prepared = list((tmp_path / "results" / ".prepared").glob("*.parquet"))
     assert len(prepared) == 1
     mtime = prepared[0].stat().st_mtime_ns
     assert make_plan(tmp_path, "in.csv")["fingerprint"] == plan["fingerprint"]
@@ -114,36 +115,42 @@ def test_chunk_ranges_servers_and_limits(tmp_path: Path) -> None:
     assert planlib.chunk_range(plan, 0) == (0, 100)
     assert planlib.chunk_range(plan, 10) == (1000, 1001)
     assert planlib.chunk_ids(plan)[-1] == "00010"
-    assert planlib.server_ids(plan, 4) == ["00000", "00001", "00002"]
     assert planlib.server_of("00009", 4) == "00002"
     pq.write_table(pa.table({"prompt": ["x"] * 100_001}), tmp_path / "big.parquet")
     with pytest.raises(ConfigError, match="at most 100000 are supported"):
         make_plan(tmp_path, "big.parquet", chunk_size=1)
 
 
+def write_chunk_file(plan: dict, index: int, workdir: Path) -> Path:
+    """A chunk file of `plan` (no generations) with its record, as the server writes it."""
+    start, end = planlib.chunk_range(plan, index)
+    rows = RowReader(plan["source"], workdir).read(start, end)
+    table = build_chunk_table(rows, start, [[]] * rows.num_rows, [None] * rows.num_rows)
+    key = chunkfile.expected_key(plan, index, {"model": "m"})
+    path = workdir / "results" / "data" / f"chunk-{index:05d}.parquet"
+    chunkfile.write_chunk(table, chunkfile.ChunkRecord(key, {}, {"rows": rows.num_rows}), path)
+    return path
+
+
 def test_existing_chunks_of_another_plan_are_refused(tmp_path: Path) -> None:
     write_prompts(tmp_path / "in.parquet", 300)
     plan = make_plan(tmp_path, "in.parquet")
-    data = tmp_path / "results" / "data"
-    rows = RowReader(plan["source"]).read(0, 100)
-    table = build_chunk_table(rows, 0, [[]] * 100, [None] * 100, planlib.chunk_metadata(plan, 0))
-    write_chunk(table, data / "chunk-00000.parquet")
-    planlib.check_existing_chunks(plan, data)  # same plan: fine
-    meta = planlib.read_chunk_metadata(data / "chunk-00000.parquet")
-    assert meta == {
-        "fingerprint": plan["fingerprint"],
-        "chunk_size": 100,
-        "chunk": 0,
-        "start": 0,
-        "end": 100,
-    }
+    path = write_chunk_file(plan, 0, tmp_path)
+    planlib.check_existing_chunks(plan, tmp_path)  # same plan: fine
+    key = chunkfile.read_record(path).key
+    assert (key.fingerprint, key.chunk_size, key.chunk, key.start, key.end) == (
+        plan["fingerprint"], 100, 0, 0, 100
+    )  # fmt: skip
     with pytest.raises(PlanMismatchError, match=r"chunks\.size=100, the config says 50"):
-        planlib.check_existing_chunks({**plan, "chunk_size": 50, "chunks": 6}, data)
+        planlib.check_existing_chunks({**plan, "chunk_size": 50, "chunks": 6}, tmp_path)
     with pytest.raises(PlanMismatchError, match="another input"):
-        planlib.check_existing_chunks({**plan, "fingerprint": "other"}, data)
-    write_chunk(table, data / "chunk-00007.parquet")
+        planlib.check_existing_chunks({**plan, "fingerprint": "other"}, tmp_path)
+    write_chunk_file({**plan, "rows": 800, "chunks": 8}, 7, tmp_path)
     with pytest.raises(PlanMismatchError, match=r"chunk-00007\.parquet lies outside the new plan"):
-        planlib.check_existing_chunks(plan, data)
+        planlib.check_existing_chunks(plan, tmp_path)
+    (tmp_path / "results" / "data" / "chunk-00007.parquet").write_bytes(b"not parquet")
+    with pytest.raises(PlanMismatchError, match=r"is not a readable Parquet file.*move it away"):
+        planlib.check_existing_chunks(plan, tmp_path)
 
 
 def test_plan_is_json_and_records_the_input(tmp_path: Path) -> None:
@@ -152,6 +159,9 @@ def test_plan_is_json_and_records_the_input(tmp_path: Path) -> None:
     assert plan["prompt_kind"] == "messages"
     assert plan["columns"] == ["id", "prompt", "extra"]
     json.dumps(plan)
+    assert plan["source"]["originals"][0]["path"] == "in.jsonl"  # relative: the run can move
+    assert plan["source"]["originals"][0]["base"] == "workdir"
+    RowReader(plan["source"], tmp_path).check_unchanged()
     (tmp_path / "in.jsonl").write_text("changed\n")
-    with pytest.raises(InputError, match="changed or vanished since the plan"):
-        RowReader(plan["source"]).check_unchanged()
+    with pytest.raises(InputError, match="changed or vanished during the run"):
+        RowReader(plan["source"], tmp_path).check_unchanged()

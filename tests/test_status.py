@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import Workflow, base_config, write_prompts
+from conftest import Workflow, base_config, fake_chunk, write_prompts
 
 from dataforge.status import collect, render
 
@@ -20,13 +20,13 @@ def fake_run(folder: Path, chunks: int, finished: list[tuple[float, float]]) -> 
     (started, finished), each with 100 output tokens and 1 failed row."""
     results = folder / "results"
     (results / "data").mkdir(parents=True)
-    (results / "chunk_stats").mkdir()
     (results / "plan.json").write_text(json.dumps({"chunks": chunks, "rows": 10 * chunks}))
     for i, (start, end) in enumerate(finished):
-        (results / "data" / f"chunk-{i:05d}.parquet").write_bytes(b"x")
-        sidecar = {"rows": 10, "rows_failed": 1, "started": start, "finished": end,
-                   "completion_tokens": {"total": 100}}  # fmt: skip
-        (results / "chunk_stats" / f"chunk-{i:05d}.json").write_text(json.dumps(sidecar))
+        stats = {"rows": 10, "rows_failed": 1, "started": start, "finished": end,
+                 "completion_tokens": {"total": 100}}  # fmt: skip
+        fake_chunk(folder, i, stats)
+    # a file that is not a chunk of this dataforge does not count
+    (results / "data" / f"chunk-{len(finished):05d}.parquet").write_bytes(b"x")
 
 
 def test_numbers_and_eta_from_finished_chunks(tmp_path: Path) -> None:

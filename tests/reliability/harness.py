@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from conftest import Workflow
 
-from dataforge.plan import CHUNK_META_KEY
+from dataforge import chunkfile
 
 # Fault-injection points are drawn from this seed: set DATAFORGE_FAULT_SEED to replay a failure
 # (every assertion message names the seed it ran with).
@@ -62,15 +62,15 @@ def wait_no_leftovers(workdir: Path, timeout: float = 30.0) -> list[str]:
 
 def complete_chunks(wf: Workflow, chunk_size: int) -> set[int]:
     """Ids of the chunk files present, each checked to be whole: readable, its own rows in
-    order, the plan record in its footer. A partial or foreign file fails the assertion."""
+    order, its record in the footer. A partial or foreign file fails the assertion."""
     done = set()
     for path in wf.chunks():
         index = int(path.stem.split("-")[1])
         table = pq.read_table(path)
         rows = table.column("row").to_pylist()
         assert rows == list(range(index * chunk_size, (index + 1) * chunk_size)), path
-        meta = pq.read_schema(path).metadata or {}
-        assert CHUNK_META_KEY in meta, f"{path}: no plan record in the footer"
+        key = chunkfile.read_record(path).key  # the record in the footer
+        assert (key.start, key.end) == (rows[0], rows[-1] + 1), path
         done.add(index)
     return done
 

@@ -54,7 +54,6 @@ class Reader(threading.Thread):
                 except Exception as e:  # a partial file
                     self.problems.append(f"{path.name}: {type(e).__name__}: {e}")
             for path in [
-                *(self.wf.results / "chunk_stats").glob("*.json"),
                 self.wf.results / "stats.json",
                 self.wf.results / "plan.json",
             ]:
