@@ -256,10 +256,6 @@ def test_token_percentiles_are_exact_and_merge_in_any_order() -> None:
         for p in parts:
             merged.merge(p)
         assert merged.as_dict() == got
-    # a sidecar without value counts (an older run) leaves the percentiles unknown, not wrong
-    legacy = TokenSummary()
-    legacy.merge({k: v for k, v in parts[0].items() if k != "counts"})
-    assert legacy.as_dict()["p50"] is None and legacy.as_dict()["n"] == parts[0]["n"]
 
 
 def _in_worker_thread(func) -> BaseException | None:
@@ -343,48 +339,3 @@ def test_job_log_reports_an_unexpected_error_with_its_traceback_in_the_log(
     assert "dataforge: unexpected error: KeyError('missing')" in capsys.readouterr().err
     text = (tmp_path / "job.log").read_text()
     assert "Traceback" in text and "KeyError: 'missing'" in text
-
-
-def test_cancel_pending_timers_lets_the_process_exit_at_once() -> None:
-    from dataforge.workflow import cancel_pending_timers
-
-    fired = threading.Event()
-    timer = threading.Timer(30, fired.set)
-    timer.start()
-    assert cancel_pending_timers() >= 1
-    timer.join(2)
-    assert not timer.is_alive() and not fired.is_set()
-
-
-SIGTERM_WHILE_SELECTING = """
-import os, signal, sys, threading, time
-from snakemake.scheduling.job_scheduler import JobScheduler
-from dataforge.workflow import defer_sigterm
-
-class Scheduler:  # Snakemake's own handler, on the state it uses
-    exit_gracefully = JobScheduler.exit_gracefully
-    def __init__(self):
-        self._lock, self._open_jobs = threading.Lock(), threading.Semaphore(0)
-        self._user_kill = None
-
-s = Scheduler()
-signal.signal(signal.SIGTERM, s.exit_gracefully)  # as Snakemake installs it
-if sys.argv[1] == "deferred":
-    assert defer_sigterm(s)
-with s._lock:  # the main thread selects jobs
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(0.3)
-assert s._open_jobs.acquire(timeout=10)  # the scheduler loop wakes up
-print(s._user_kill)
-"""
-
-
-@pytest.mark.parametrize("mode", ["snakemake", "deferred"])
-def test_sigterm_while_the_scheduler_holds_its_lock(mode: str) -> None:
-    cmd = [sys.executable, "-c", SIGTERM_WHILE_SELECTING, mode]
-    if mode == "snakemake":  # Snakemake 9.27's handler blocks the main thread for good
-        with pytest.raises(subprocess.TimeoutExpired):
-            subprocess.run(cmd, capture_output=True, timeout=5)
-    else:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        assert out.returncode == 0 and out.stdout.strip() == "graceful", out.stderr

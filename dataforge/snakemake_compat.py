@@ -1,0 +1,169 @@
+"""Every place where dataforge reaches into Snakemake's internals, in one module.
+
+Each workaround names the Snakemake version it was written against (9.27.1, pinned in
+pyproject.toml) and the test that shows it is still needed and still works; when Snakemake
+changes, those tests fail here first (tests/test_snakemake_compat.py).
+
+- `defer_sigterm`: SIGTERM handled without the scheduler's lock deadlock.
+- `cancel_pending_timers`: the run exits without waiting for the scheduler's last timer.
+- `StopOnInterrupt`: Ctrl-C, SIGINT or SIGTERM stop a local run at once, not after every
+  running job has finished.
+- `drop_metadata`: no rerun of a service job for params or code changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+SNAKEMAKE_VERSION = "9.27.1"
+# Set once a local run was interrupted: long `run:` jobs (the plan's conversion) stop early.
+INTERRUPTED = threading.Event()
+
+
+def cancel_pending_timers() -> int:
+    """Cancel the `threading.Timer`s still waiting in this process (the run is over); return
+    how many there were.
+
+    Snakemake 9.27.1's job scheduler arms a Timer in every scheduling round that had jobs
+    ready, so that its job rate limit (`max-jobs-per-timespan`) gets re-evaluated a timespan
+    later (`JobScheduler._schedule_reevalutation`); the last round, for rule `all`, arms one
+    too. A Timer is not a daemon thread: the interpreter waits for it before it exits, which
+    added up to a second to every run. Called from the onsuccess and onerror handlers, once
+    the scheduler has returned. dataforge itself starts no Timer.
+    Test: test_snakemake_compat.py::test_the_scheduler_arms_a_timer_that_would_delay_exit.
+    """
+    timers = [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+    for timer in timers:
+        timer.cancel()
+    return len(timers)
+
+
+def defer_sigterm(scheduler: Any) -> bool:
+    """Make Snakemake's SIGTERM handling safe from deadlock; return whether it was needed.
+
+    Snakemake 9.27.1's scheduler handles SIGTERM ("finish the running jobs, then stop") with
+    `JobScheduler.exit_gracefully`, which takes its `threading.Lock`. Python runs signal
+    handlers in the main thread, which holds that same lock while it selects and finishes
+    jobs: a SIGTERM arriving then blocked the run for good. The handler is replaced by one that
+    runs Snakemake's own method in a new thread, which waits for the lock instead of the main
+    thread. Used for Slurm runs (local runs use `StopOnInterrupt`).
+    Test: test_snakemake_compat.py::test_sigterm_while_the_scheduler_holds_its_lock.
+    """
+    handler = getattr(scheduler, "exit_gracefully", None)
+    if handler is None or signal.getsignal(signal.SIGTERM) != handler:
+        return False
+
+    def deferred(signum: int, frame: object) -> None:
+        threading.Thread(target=handler, name="dataforge-sigterm", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, deferred)
+    return True
+
+
+def job_processes() -> list[Any]:
+    """The processes of the shell jobs this Snakemake process runs (serve and chunk jobs):
+    Snakemake 9.27.1 keeps them in `snakemake.shell.shell._processes` (jobid -> Popen) while
+    they run."""
+    from snakemake.shell import shell
+
+    with shell._lock:
+        return list(shell._processes.values())
+
+
+class StopOnInterrupt:
+    """Ctrl-C (SIGINT to the process group), SIGINT or SIGTERM to Snakemake alone: stop a local
+    run within seconds.
+
+    Snakemake 9.27.1 stops a local run only after every running job has ended: on SIGINT its
+    scheduler calls the local executor's `cancel()`, which is `ThreadPoolExecutor.shutdown()`
+    and waits for them (a group of chunks generates for minutes); on SIGTERM it "finishes the
+    running jobs". Neither signals the job processes (a second Ctrl-C then prints asyncio
+    tracebacks). Here the first signal asks the scheduler to start nothing new (its own
+    `exit_gracefully`, from a thread: see `defer_sigterm`), sends SIGTERM to every job process
+    (serve jobs stop their engines, chunk jobs end; a chunk file is written whole or not at
+    all), keeps doing so for a job that a scheduling round started just then, and keeps
+    Snakemake's report of each stopped job off the terminal (it stays in its log file). Later
+    signals change nothing. Snakemake then ends as after a failed job: lock released,
+    `onerror` run.
+    Test: test_snakemake_compat.py::test_interrupt_hooks_exist and tests/test_resume.py
+    (each signal on a real run, with the time it takes to stop).
+    """
+
+    def __init__(
+        self, scheduler: Any, on_interrupt: Callable[[str], None], sweep_s: float = 120.0
+    ) -> None:
+        self.scheduler = scheduler
+        self.on_interrupt = on_interrupt
+        self.sweep_s = sweep_s
+        self.signal_name: str | None = None
+        self.at: float | None = None
+
+    def install(self) -> StopOnInterrupt:
+        signal.signal(signal.SIGINT, self.handle)
+        signal.signal(signal.SIGTERM, self.handle)
+        return self
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.signal_name is not None:
+            return
+        self.signal_name = signal.Signals(signum).name
+        self.at = time.monotonic()
+        INTERRUPTED.set()
+        _quiet_console()
+        threading.Thread(target=self._stop, name="dataforge-interrupt", daemon=True).start()
+        self.on_interrupt(self.signal_name)
+
+    def elapsed(self) -> float:
+        """Seconds since the first signal."""
+        return time.monotonic() - self.at if self.at is not None else 0.0
+
+    def _stop(self) -> None:
+        self.scheduler.exit_gracefully()  # takes the scheduler's lock: not in the main thread
+        deadline = time.monotonic() + self.sweep_s
+        while time.monotonic() < deadline:
+            for proc in job_processes():
+                with contextlib.suppress(OSError):
+                    if proc.poll() is None:
+                        proc.terminate()
+            time.sleep(0.1)
+
+
+class _OnlyFinalLines(logging.Filter):
+    """After an interrupt: Snakemake's console shows no more job errors or warnings (each
+    stopped job would print its command and a RuleException); its log file keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING and "finishing currently running" not in str(
+            record.msg
+        )
+
+
+def _quiet_console() -> None:
+    from snakemake.logging import logger
+
+    for handler in logger.handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.addFilter(_OnlyFinalLines())
+
+
+def drop_metadata(workflow: Any, path: str) -> None:
+    """Forget Snakemake's record of how `path` was made, so that no params or code change can
+    schedule its job again (for the service files: a service with no consumers would never be
+    stopped, and the run would hang). `PersistenceBase.cleanup_metadata` in 9.27.1.
+    Test: tests/test_e2e.py::test_engine_setting_change_neither_hangs_nor_reruns.
+    """
+    from snakemake.io import IOFile
+
+    workflow.persistence.cleanup_metadata(IOFile(path))
+
+
+def local_execution(workflow: Any) -> bool:
+    """Whether the jobs run as processes of this Snakemake process (not through Slurm)."""
+    plugin = workflow.executor_plugin
+    return plugin is None or plugin.common_settings.local_exec

@@ -1,0 +1,120 @@
+"""The workarounds of Snakemake internals (dataforge/snakemake_compat.py): each test shows that
+the Snakemake version in use still behaves as the workaround assumes, and that the workaround
+works. When Snakemake is upgraded, a failure here says which workaround to revisit."""
+
+from __future__ import annotations
+
+import inspect
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+import snakemake
+
+from dataforge import snakemake_compat as compat
+
+
+def test_the_pinned_snakemake_is_the_one_the_workarounds_target() -> None:
+    assert snakemake.__version__ == compat.SNAKEMAKE_VERSION
+
+
+def test_the_scheduler_arms_a_timer_that_would_delay_exit() -> None:
+    from snakemake.scheduling.job_scheduler import JobScheduler
+
+    # Snakemake arms a plain (non-daemon) Timer to re-evaluate its job rate limit ...
+    source = inspect.getsource(JobScheduler._schedule_reevalutation)
+    assert "threading.Timer(" in source and "daemon" not in source
+    # ... which cancel_pending_timers cancels.
+    fired = threading.Event()
+    timer = threading.Timer(30, fired.set)
+    timer.start()
+    assert compat.cancel_pending_timers() >= 1
+    timer.join(2)
+    assert not timer.is_alive() and not fired.is_set()
+
+
+SIGTERM_WHILE_SELECTING = """
+import os, signal, sys, threading, time
+from snakemake.scheduling.job_scheduler import JobScheduler
+from dataforge.snakemake_compat import defer_sigterm
+
+class Scheduler:  # Snakemake's own handler, on the state it uses
+    exit_gracefully = JobScheduler.exit_gracefully
+    def __init__(self):
+        self._lock, self._open_jobs = threading.Lock(), threading.Semaphore(0)
+        self._user_kill = None
+
+s = Scheduler()
+signal.signal(signal.SIGTERM, s.exit_gracefully)  # as Snakemake installs it
+if sys.argv[1] == "deferred":
+    assert defer_sigterm(s)
+with s._lock:  # the main thread selects jobs
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.3)
+assert s._open_jobs.acquire(timeout=10)  # the scheduler loop wakes up
+print(s._user_kill)
+"""
+
+
+@pytest.mark.parametrize("mode", ["snakemake", "deferred"])
+def test_sigterm_while_the_scheduler_holds_its_lock(mode: str) -> None:
+    cmd = [sys.executable, "-c", SIGTERM_WHILE_SELECTING, mode]
+    if mode == "snakemake":  # Snakemake's handler blocks the main thread for good
+        with pytest.raises(subprocess.TimeoutExpired):
+            subprocess.run(cmd, capture_output=True, timeout=5)
+    else:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and out.stdout.strip() == "graceful", out.stderr
+
+
+def test_a_local_interrupt_waits_for_the_running_jobs_without_the_workaround() -> None:
+    from snakemake.executors.local import Executor
+    from snakemake.shell import shell
+
+    # cancel() only shuts the thread pool down, which waits for every running job ...
+    assert "self.pool.shutdown()" in inspect.getsource(Executor.cancel)
+    # ... while the job processes are known by job id, which StopOnInterrupt terminates.
+    assert isinstance(shell._processes, dict) and hasattr(shell._lock, "acquire")
+    assert compat.job_processes() == []
+
+
+STOP_ON_INTERRUPT = """
+import os, signal, subprocess, sys, threading, time
+from snakemake.shell import shell
+from dataforge.snakemake_compat import INTERRUPTED, StopOnInterrupt
+
+class Scheduler:
+    calls = 0
+    def exit_gracefully(self):
+        Scheduler.calls += 1
+
+proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+with shell._lock:
+    shell._processes[1] = proc  # as Snakemake registers a running shell job
+seen = []
+handler = StopOnInterrupt(Scheduler(), seen.append, sweep_s=5).install()
+os.kill(os.getpid(), signal.SIGINT)
+os.kill(os.getpid(), signal.SIGTERM)  # a second signal changes nothing
+t0 = time.monotonic()
+code = proc.wait(timeout=10)
+time.sleep(0.2)
+print(seen, Scheduler.calls, code, INTERRUPTED.is_set(), round(time.monotonic() - t0, 1) < 2)
+"""
+
+
+def test_stop_on_interrupt_stops_the_job_processes_once() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", STOP_ON_INTERRUPT], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["['SIGINT']", "1", f"-{signal.SIGTERM.value}", "True", "True"]
+
+
+def test_service_metadata_can_be_dropped() -> None:
+    # (what dropping it prevents is tested end to end: tests/test_e2e.py,
+    # test_engine_setting_change_neither_hangs_nor_reruns)
+    from snakemake.persistence import PersistenceBase
+
+    assert "target" in inspect.signature(PersistenceBase.cleanup_metadata).parameters
