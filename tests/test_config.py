@@ -11,7 +11,15 @@ import yaml
 
 from dataforge import multinode
 from dataforge.config import iter_leaves, load_schema, validate_config
-from dataforge.docs import config_reference, readme_with_reference
+from dataforge.docs import (
+    NOTHING,
+    REGENERATES,
+    config_reference,
+    generated_readme,
+    readme_with_reference,
+    rerun_effects,
+    rerun_table,
+)
 from dataforge.engines import effective_sampling, vllm_spec
 from dataforge.errors import ConfigError
 from dataforge.workflow import check_config, serve_resources
@@ -89,6 +97,26 @@ def test_readme_configuration_reference_is_in_sync_with_the_schema() -> None:
     )
     for key, _ in iter_leaves(SCHEMA):
         assert f"`{key}`" in readme
+
+
+def test_readme_rerun_table_follows_the_content_settings() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = rerun_table(SCHEMA)
+    assert generated_readme(readme, SCHEMA) == readme, (
+        "README's rerun table is stale: run `.venv/bin/python -m dataforge.docs`"
+    )
+    effects = rerun_effects(SCHEMA)
+    assert set(effects) == {key for key, _ in iter_leaves(SCHEMA)}  # every key, once
+    assert all(table.count(f"`{key}`") == 1 for key in effects)
+    # derived from what a chunk's footer records (dataforge.chunkfile.content_settings)
+    for key in ("sampling.temperature", "model.name", "prompt.template", "engine.kind",
+                "rollout.kwargs", "engine.dummy.completion_tokens"):  # fmt: skip
+        assert effects[key] == REGENERATES, key
+    assert effects["input.prompt_column"].endswith(REGENERATES)
+    how = ("chunks.per_server", "engine.max_concurrent_requests", "engine.request_timeout_s",
+           "engine.max_retries", "monitor.interval_s", "engine.tensor_parallel_size")  # fmt: skip
+    for key in how:
+        assert effects[key] == NOTHING, key
 
 
 def fake_model(folder: Path, heads: int, generation: dict) -> Path:
