@@ -43,7 +43,9 @@ onstart:
     check_slurm_site()
     write_serve_config()
     record_invocation()
-    start_monitor(check_hub_output())
+    repo_id = check_hub_output()
+    start_partial_publisher(repo_id)
+    start_monitor(repo_id)
 
 
 onsuccess:
@@ -52,5 +54,6 @@ onsuccess:
 
 onerror:
     cancel_leftover_slurm_jobs()
+    wait_for_engines()
     report_interrupt()
     exit_promptly()

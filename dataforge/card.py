@@ -11,6 +11,8 @@ from typing import Any
 import jinja2
 import yaml
 
+from dataforge.fmt import short_duration
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 HUB = "https://huggingface.co"
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -142,17 +144,8 @@ def _environment() -> jinja2.Environment:
         autoescape=jinja2.select_autoescape(["html"]),
     )
     env.globals["num"] = lambda v: "n/a" if v is None else f"{v:,}"
-    env.globals["duration"] = _duration
+    env.globals["duration"] = short_duration
     return env
-
-
-def _duration(seconds: float | None) -> str:
-    """`status.duration`, with tenths under two minutes (short test and demo runs)."""
-    from dataforge.status import duration
-
-    if seconds is None:
-        return "n/a"
-    return f"{seconds:.1f} s" if seconds < 120 else duration(seconds)
 
 
 def render_card(
@@ -178,6 +171,7 @@ def render_card(
             front_matter=front_matter(stats, plan, settings),
             title=f"Dataset card for {repo_id}" if repo_id else "Synthetic dataset",
             model_url=f"{HUB}/{model}" if hub_model(settings) else None,
+            shows_parallelism=_loads_model(settings.get("engine_kind")),
             source_url=f"{HUB}/datasets/{dataset}" if hub_input else None,
             stats=stats,
             plan=plan,
@@ -191,6 +185,13 @@ def render_card(
             ).strip(),
         )
     )
+
+
+def _loads_model(kind: str | None) -> bool:
+    """Whether the engine kind runs the model itself (its parallel sizes mean something)."""
+    from dataforge.engines import KINDS
+
+    return kind in KINDS and KINDS[kind].loads_model
 
 
 def render_stats_tables(stats: dict[str, Any]) -> str:

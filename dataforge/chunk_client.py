@@ -20,12 +20,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from dataforge.errors import ChunkJobError
+
 log = logging.getLogger("dataforge.chunk")
 FILE_TIMEOUT_S = 600.0  # how long to wait for the serve job to publish its address
-
-
-class ChunkJobError(Exception):
-    """The chunk could not be generated; one line for the log."""
 
 
 def _pid_alive(pid: int) -> bool:

@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dataforge.settings import Config, plain
+
 FORMAT = 2
 META_KEY = b"dataforge"
 
 
-def content_settings(config: dict[str, Any]) -> dict[str, Any]:
+def content_settings(config: Config) -> dict[str, Any]:
     """The settings that decide what a chunk holds; a change regenerates the chunks.
 
     How a chunk is made (concurrency, timeouts, retries, engine tuning and parallelism,
@@ -35,22 +37,18 @@ def content_settings(config: dict[str, Any]) -> dict[str, Any]:
     """
     from dataforge.engines import content_identity
 
-    rollout = config.get("rollout") or {}
+    rollout = config.rollout
     return {
-        "model": config["model"]["name"],
-        "model_revision": config["model"]["revision"],
-        "max_context": config["model"]["max_context"],
+        "model": config.model.name,
+        "model_revision": config.model.revision,
+        "max_context": config.model.max_context,
         "engine": content_identity(config),
-        "prompt_column": None if rollout.get("function") else config["input"]["prompt_column"],
-        "system": config["prompt"]["system"],
-        "template": config["prompt"]["template"],
-        "too_long": config["prompt"]["too_long"],
-        "sampling": dict(config["sampling"]),
-        "rollout": (
-            {k: rollout[k] for k in ("function", "shared_context", "kwargs")}
-            if rollout.get("function")
-            else None
-        ),
+        "prompt_column": None if rollout.function else config.input.prompt_column,
+        "system": config.prompt.system,
+        "template": config.prompt.template,
+        "too_long": config.prompt.too_long,
+        "sampling": plain(config.sampling),
+        "rollout": plain(rollout) if rollout.function else None,
     }
 
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import aiohttp
 
-RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+from dataforge.errors import RETRY_STATUS
+
 BACKOFF_CAP_S = 60.0
 
 

@@ -2,7 +2,7 @@
 
 Snakemake's own `validate()` reports multi-line errors that do not always name the key; this
 module reports the first problem as one line (`config: sampling.temperature: ...`) and fills the
-schema's defaults in place.
+schema's defaults in place. `dataforge.settings.Config` is the typed form the package uses.
 """
 
 from __future__ import annotations
@@ -94,9 +94,11 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any]) -> dict[str,
 
 
 def _check_cross_keys(config: dict[str, Any]) -> None:
+    from dataforge.engines import KINDS
+
     engine = config["engine"]
-    if engine["kind"] == "endpoint" and not engine["url"]:
-        raise ConfigError("config: engine.url is required when engine.kind is 'endpoint'")
+    if KINDS[engine["kind"]].attaches and not engine["url"]:
+        raise ConfigError(f"config: engine.url is required when engine.kind is {engine['kind']!r}")
     if config["sampling"]["max_tokens"] >= config["model"]["max_context"]:
         raise ConfigError(
             f"config: sampling.max_tokens ({config['sampling']['max_tokens']}) must be smaller "

@@ -61,23 +61,29 @@ def rerun_effects(schema: dict[str, Any]) -> dict[str, str]:
     settings of a chunk (`dataforge.chunkfile.content_settings`) change with it."""
     from dataforge.chunkfile import content_settings
     from dataforge.config import validate_config
+    from dataforge.engines import KINDS
+    from dataforge.settings import Config
 
     plain = validate_config({}, schema)
     with_rollout = copy.deepcopy(plain)
     with_rollout["rollout"]["function"] = "module:rollout"
-    dummy = copy.deepcopy(plain)
-    dummy["engine"]["kind"] = "dummy"
+    bases = [with_rollout]
+    for kind in KINDS:  # each engine kind's own content keys
+        bases.append(copy.deepcopy(plain))
+        bases[-1]["engine"]["kind"] = kind
     effects = {}
     for key, sub in iter_leaves(schema):
         changes = False
-        for base in (plain, with_rollout, dummy):
+        for base in bases:
             changed = copy.deepcopy(base)
             *parents, leaf = key.split(".")
             node = changed
             for p in parents:
                 node = node[p]
             node[leaf] = _another(sub, node.get(leaf))
-            changes |= content_settings(changed) != content_settings(base)
+            changes |= content_settings(Config.from_dict(changed)) != content_settings(
+                Config.from_dict(base)
+            )
         if changes:
             effects[key] = ("a new plan, and " if key.startswith("input.") else "") + REGENERATES
         elif key in PLAN_EFFECTS:

@@ -33,6 +33,7 @@ from aiohttp import web
 
 from dataforge import chunkfile
 from dataforge import plan as planlib
+from dataforge.chunkstats import chunk_stats
 from dataforge.client import EngineClient, EngineDead
 from dataforge.engine_process import EngineFailed, EngineProcess
 from dataforge.engines import (
@@ -45,9 +46,10 @@ from dataforge.engines import (
 from dataforge.errors import DataforgeError
 from dataforge.fitting import PromptFitter
 from dataforge.generation import generate_rows
-from dataforge.output import build_chunk_table, chunk_stats
+from dataforge.output import build_chunk_table
+from dataforge.reader import RowReader
 from dataforge.rollout import Rollouts
-from dataforge.source import RowReader
+from dataforge.settings import Config
 
 log = logging.getLogger("dataforge.serve")
 PROGRESS_EVERY_S = 2.0
@@ -63,7 +65,7 @@ class Driver:
 
     def __init__(
         self,
-        config: dict[str, Any],
+        config: Config,
         server_id: str,
         sock: socket.socket,
         token: str,
@@ -115,7 +117,7 @@ class Driver:
         orphan_watch = asyncio.create_task(self.watch_parent())
         code = 0
         try:
-            if self.config["rollout"]["function"]:  # imported before any chunk arrives
+            if self.config.rollout.function:  # imported before any chunk arrives
                 self.rollouts = Rollouts(self.config, [Path.cwd(), self.basedir])
             spec = engine_spec(self.config, self.basedir)
             self.engine = EngineProcess(spec, self.engine_log, self.name)
@@ -176,17 +178,17 @@ class Driver:
 
     async def _start_engine(self) -> None:
         assert self.engine is not None
-        e = self.config["engine"]
+        e = self.config.engine
         try:
-            await self.engine.start(self.settings["model"], e["startup_timeout_s"], self.stop)
+            await self.engine.start(self.settings["model"], e.startup_timeout_s, self.stop)
         except EngineFailed as err:
             self.fail(str(err))
             return
         self.client = EngineClient(
             self.engine.spec.base_url,
-            max_concurrent=e["max_concurrent_requests"],
-            timeout_s=e["request_timeout_s"],
-            max_retries=e["max_retries"],
+            max_concurrent=e.max_concurrent_requests,
+            timeout_s=e.request_timeout_s,
+            max_retries=e.max_retries,
             api_key=self.engine.spec.api_key,
             alive=self.engine.alive,
             probe=self.engine.reachable,
@@ -283,7 +285,7 @@ class Driver:
             "engine": engine_settings(self.config),
             "gpus": held_gpus(self.config),
             "host": socket.gethostname(),
-            "per_server": self.config["chunks"]["per_server"],
+            "per_server": self.config.chunks.per_server,
             "model_source": model_source(self.config, self.basedir),
             "sampling_used": effective_sampling(self.config, self.basedir),
         }
@@ -317,19 +319,12 @@ class Driver:
             self.client,
             fitter=self.fitter,
             rollouts=self.rollouts,
-            base_url=self.engine.spec.base_url,
+            root_url=self.engine.spec.root_url,
             progress=progress,
         )
         if not self.engine.alive():
             raise EngineDead(f"engine exited during chunk {body['chunk']}")
-        stats = chunk_stats(out.generations, out.errors, out.counts)
-        finished = time.time()
-        stats.update(
-            rows_prompt_truncated=sum(out.truncated),
-            started=started,
-            finished=finished,
-            seconds=finished - started,
-        )
+        stats = chunk_stats(out, started, time.time())
         record = chunkfile.ChunkRecord(want, self.run_record(), stats)
         table = build_chunk_table(rows, want.start, out.generations, out.errors, out.rollout_json)
         await asyncio.to_thread(chunkfile.write_chunk, table, record, output)

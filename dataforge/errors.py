@@ -1,4 +1,8 @@
-"""Errors that dataforge reports to users as one clear line."""
+"""Errors that dataforge reports to users as one clear line, and which HTTP answers are worth
+retrying (the engine client and the Hub publisher share them)."""
+
+# 408 Request Timeout, 429 Too Many Requests, and the server errors that pass.
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class DataforgeError(Exception):
@@ -11,6 +15,11 @@ class ConfigError(DataforgeError):
 
 class InputError(DataforgeError):
     """The input dataset cannot be used as configured."""
+
+
+class ChunkJobError(DataforgeError):
+    """A chunk job could not have its chunk made (the chunk job imports only this module and
+    the standard library)."""
 
 
 class PlanMismatchError(DataforgeError):

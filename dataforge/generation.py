@@ -41,7 +41,7 @@ async def generate_rows(
     *,
     fitter: PromptFitter | None,
     rollouts: Rollouts | None,
-    base_url: str,
+    root_url: str,
     progress: dict[str, int],
 ) -> ChunkRows:
     """Generate every row of `rows` (global indices from `start`); `progress["done"]` counts
@@ -51,7 +51,7 @@ async def generate_rows(
     counts = out.counts
 
     async def one_rollout(i: int, row: dict[str, Any]) -> None:
-        generate = Generate(client, settings, start + i, counts, base_url, settings["max_context"])
+        generate = Generate(client, settings, start + i, counts, root_url, settings["max_context"])
         try:
             out.rollout_json[i], out.errors[i] = await rollouts.run(row, generate)
         finally:  # failed rows' requests count in the statistics too

@@ -19,12 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dataforge.errors import DataforgeError
+from dataforge import layout
+from dataforge.errors import RETRY_STATUS, DataforgeError
 
 log = logging.getLogger("dataforge.hub")
 
 MAX_FILES_PER_COMMIT = 1000  # the Hub's guidance: keep a commit to a few thousand files
-RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 WRITE_ROLES = {"write", "admin", "fineGrained"}
 
 
@@ -76,11 +76,11 @@ def check_output_repo(repo: str, private: bool) -> str:
     return repo_id
 
 
-def files_to_publish(results: Path) -> list[Path]:
+def files_to_publish(workdir: Path) -> list[Path]:
     """The chunk files first, then stats.json, the card's figures and the card (last)."""
-    data = sorted((results / "data").glob("chunk-*.parquet"))
-    figures = [results / "plots" / f"{n}.png" for n in ("completion_tokens", "finish_reasons")]
-    return [*data, results / "stats.json", *figures, results / "README.md"]
+    data = list(layout.chunk_files(workdir).values())
+    figures = [workdir / f for f in layout.FIGURES.values()]
+    return [*data, workdir / layout.STATS, *figures, workdir / layout.CARD]
 
 
 def with_retries(
@@ -110,13 +110,15 @@ def with_retries(
 
 
 def publish(
-    results: Path, repo_id: str, message: str, files: list[Path] | None = None
+    workdir: Path, repo_id: str, message: str, files: list[Path] | None = None
 ) -> dict[str, Any]:
-    """Upload the results (or just `files`); return what was committed."""
+    """Upload the results of the run in `workdir` (or just `files`, paths under results/);
+    return what was committed. Paths in the repo are relative to results/."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi()
-    files = files_to_publish(results) if files is None else files
+    files = files_to_publish(workdir) if files is None else files
+    results = workdir / layout.RESULTS
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
         raise HubError(f"cannot publish: missing {', '.join(missing)}")
@@ -143,15 +145,14 @@ def publish(
 
 class PartialPublisher:
     """Publishes the chunk files finished so far, each time `every` more are done, from a
-    thread of the submitting process (local and Slurm runs alike: it only reads
+    daemon thread of the submitting process (local and Slurm runs alike: it only reads
     results/data/, where every file that exists is complete)."""
 
-    def __init__(self, results: Path, repo_id: str, every: int, poll_s: float = 5.0) -> None:
+    def __init__(self, workdir: Path, repo_id: str, every: int, poll_s: float = 5.0) -> None:
         import threading
 
-        self.results, self.repo_id, self.every, self.poll_s = results, repo_id, every, poll_s
-        self.published = len(list((results / "data").glob("chunk-*.parquet")))
-        self.stopped = threading.Event()
+        self.workdir, self.repo_id, self.every, self.poll_s = workdir, repo_id, every, poll_s
+        self.published = len(layout.chunk_files(workdir))
         self.thread = threading.Thread(target=self.loop, name="dataforge-publish", daemon=True)
 
     def start(self) -> PartialPublisher:
@@ -159,12 +160,13 @@ class PartialPublisher:
         return self
 
     def loop(self) -> None:
-        while not self.stopped.wait(self.poll_s):
-            done = sorted((self.results / "data").glob("chunk-*.parquet"))
+        while True:
+            time.sleep(self.poll_s)
+            done = list(layout.chunk_files(self.workdir).values())
             if len(done) - self.published < self.every:
                 continue
             try:
-                publish(self.results, self.repo_id, f"dataforge: {len(done)} chunks so far", done)
+                publish(self.workdir, self.repo_id, f"dataforge: {len(done)} chunks so far", done)
                 self.published = len(done)
             except Exception as e:  # never stop the run for a partial publish
                 log.warning("partial publish to %s failed: %s", self.repo_id, e)

@@ -49,8 +49,7 @@ def _report(error: Exception, log_path: str | Path, terminal: TextIO) -> str:
     """Log `error` (with its traceback when unexpected) and print its line to `terminal`."""
     from dataforge.errors import DataforgeError
 
-    # The chunk job's own error type is defined without importing the package's heavy parts.
-    expected = isinstance(error, DataforgeError) or type(error).__name__ == "ChunkJobError"
+    expected = isinstance(error, DataforgeError)
     if expected:
         logging.getLogger("dataforge").error("%s", error)
     else:

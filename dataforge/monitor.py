@@ -15,7 +15,6 @@ done: the workflow then publishes the final card, and a late progress card must 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -27,7 +26,9 @@ from typing import Any, TextIO
 
 import yaml
 
-from dataforge import hub, status
+from dataforge import hub, layout, status
+from dataforge.fmt import duration
+from dataforge.plan import load_plan
 
 log = logging.getLogger("dataforge.monitor")
 
@@ -70,7 +71,7 @@ def progress_line(p: dict[str, Any]) -> str:
     )
     if _all_done(p):
         return f"{head}, done ({p['output_tokens']:,} output tokens)"
-    eta = "ETA unknown" if p["eta_s"] is None else f"ETA {status.duration(p['eta_s'])}"
+    eta = "ETA unknown" if p["eta_s"] is None else f"ETA {duration(p['eta_s'])}"
     return f"{head}, {p['output_tokens_per_s']:,.0f} output tokens/s, {eta}"
 
 
@@ -94,10 +95,10 @@ def progress_card(p: dict[str, Any], repo_id: str, now: float, split: str = "tra
         elif eta_s is None:
             eta, finish = "unknown (no chunk finished yet)", "unknown"
         else:
-            eta, finish = status.duration(eta_s), f"about {_utc(now + eta_s)}"
+            eta, finish = duration(eta_s), f"about {_utc(now + eta_s)}"
         rate = f"{p['output_tokens_per_s']:,.0f}"
         if p["window_s"]:
-            rate += f" (over the last {status.duration(p['window_s'])})"
+            rate += f" (over the last {duration(p['window_s'])})"
         progress = "\n".join(
             [
                 f"`{_bar(p, '▰', '▱')}` **{_percent(p)}%**",
@@ -218,7 +219,7 @@ class Monitor:
     def _split(self) -> str:
         """The input split named in the plan (the final card's split), "train" if absent."""
         try:
-            plan = json.loads((self.workdir / "results" / "plan.json").read_text("utf-8"))
+            plan = load_plan(self.workdir / layout.PLAN)
             return str(plan["input"]["split"])
         except (OSError, ValueError, KeyError, TypeError):
             return "train"

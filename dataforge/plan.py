@@ -20,8 +20,8 @@ from typing import Any
 
 from dataforge import layout
 from dataforge.errors import ConfigError, InputError, PlanMismatchError
-from dataforge.resume import PLAN_FORMAT
 
+PLAN_FORMAT = 2  # plan.json's `version`; a plan of another one is made again
 MAX_CHUNKS = 100_000  # chunk ids have five digits
 chunk_name = layout.chunk_name
 
@@ -76,6 +76,7 @@ def make_plan(
         InputError, ConfigError: one line naming the dataset, column or key.
     """
     from dataforge import source as src
+    from dataforge.output import OUTPUT_COLUMNS, ROLLOUT_OUTPUT_COLUMNS
 
     files = src.resolve_local_files(dataset, [workdir, basedir])
     row_group_rows = min(max(chunk_size, 1000), 100_000)
@@ -88,10 +89,10 @@ def make_plan(
     schema = src.source_schema(source["format"], first)
     if rollout:
         kind = "rollout"
-        src.check_output_columns(schema, src.ROLLOUT_OUTPUT_COLUMNS)
+        src.check_output_columns(schema, ROLLOUT_OUTPUT_COLUMNS)
     else:
         kind = src.prompt_kind(schema, prompt_column)
-        src.check_output_columns(schema)
+        src.check_output_columns(schema, OUTPUT_COLUMNS)
     rows_total = sum(f["rows"] for f in source["files"])
     rows = min(rows_total, max_examples) if max_examples else rows_total
     if rows == 0:

@@ -17,7 +17,6 @@ it is an input of the job that remakes it, so Snakemake's mtime trigger reruns t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -27,8 +26,8 @@ from typing import Any
 
 from dataforge import chunkfile, layout
 from dataforge.errors import PlanMismatchError
-
-PLAN_FORMAT = 2  # plan.json's `version`; another one is made again
+from dataforge.plan import PLAN_FORMAT, load_plan
+from dataforge.settings import Config, plain
 
 
 @dataclass
@@ -39,22 +38,19 @@ class PlanState:
     chunks: int = 0  # chunk files present
 
 
-def _plan_input(config: dict[str, Any]) -> dict[str, Any]:
+def _plan_input(config: Config) -> dict[str, Any]:
     """What the plan records of the config (`plan.json`'s `input`)."""
-    keys = ("dataset", "config", "split", "revision", "prompt_column", "max_examples")
-    return {k: config["input"][k] for k in keys}
+    return plain(config.input)
 
 
 def _load_plan(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return load_plan(path)
     except (OSError, ValueError):
         return None
 
 
-def check_existing(
-    config: dict[str, Any], basedir: str | Path, workdir: str | Path = "."
-) -> PlanState:
+def check_existing(config: Config, basedir: str | Path, workdir: str | Path = ".") -> PlanState:
     """Check the config against `plan.json` and the chunk files in `workdir`.
 
     Raises:
@@ -76,7 +72,7 @@ def check_existing(
         except FileNotFoundError:
             continue
     state = PlanState(chunks=len(files))
-    size = config["chunks"]["size"]
+    size = config.chunks.size
     chunk_rel = lambda i: layout.chunk_file(i)  # noqa: E731 - the message names the file
     for index, key in sorted(keys.items()):
         if key.chunk_size != size:
@@ -129,7 +125,7 @@ def check_existing(
 
 def plan_staleness(
     plan: dict[str, Any],
-    config: dict[str, Any],
+    config: Config,
     fingerprint: str | None,
     workdir: Path,
     basedir: Path,
@@ -144,9 +140,9 @@ def plan_staleness(
     for k, v in wanted.items():
         if plan["input"].get(k) != v:
             reasons.append(f"input.{k} {plan['input'].get(k)!r} -> {v!r}")
-    if plan["chunk_size"] != config["chunks"]["size"]:
-        reasons.append(f"chunks.size {plan['chunk_size']} -> {config['chunks']['size']}")
-    rollout = bool(config["rollout"]["function"])
+    if plan["chunk_size"] != config.chunks.size:
+        reasons.append(f"chunks.size {plan['chunk_size']} -> {config.chunks.size}")
+    rollout = bool(config.rollout.function)
     if (plan["prompt_kind"] == "rollout") != rollout:
         reasons.append("rollout.function set" if rollout else "rollout.function unset")
     if fingerprint is not None and fingerprint != plan["fingerprint"]:

@@ -31,6 +31,7 @@ from typing import Any
 from dataforge.client import EngineClient, EngineDead, Generation, RequestFailed
 from dataforge.errors import ConfigError
 from dataforge.prompts import build_payload
+from dataforge.settings import Config, RolloutSettings, plain
 
 __all__ = ["EngineDead", "Generate", "Generation", "RequestFailed"]
 
@@ -82,43 +83,43 @@ def check_function(fn: Any, ref: str, kwargs: dict[str, Any], complete: bool = T
         ) from None
 
 
-def check_rollout_config(config: dict[str, Any], search_dirs: Iterable[str | Path]) -> None:
+def check_rollout_config(config: Config, search_dirs: Iterable[str | Path]) -> None:
     """Parse-time checks of the rollout keys (the config is validated and has its defaults)."""
-    r = config["rollout"]
-    if not r["function"]:
+    r = config.rollout
+    if not r.function:
         for key in ("shared_context", "kwargs"):
-            if r[key]:
+            if getattr(r, key):
                 raise ConfigError(f"config: rollout.{key} needs rollout.function")
         return
-    if config["sampling"]["rollouts"] != 1:
+    if config.sampling.rollouts != 1:
         raise ConfigError(
             "config: sampling.rollouts must be 1 with rollout.function: call generate() as "
             "often as needed inside the rollout"
         )
     for key in ("system", "template"):
-        if config["prompt"][key] is not None:
+        if getattr(config.prompt, key) is not None:
             raise ConfigError(
                 f"config: prompt.{key} is not used with rollout.function: the rollout builds "
                 "its requests (pass text to it through rollout.kwargs)"
             )
     search_dirs = list(search_dirs)
-    fn = load_object(r["function"], "rollout.function", search_dirs)
+    fn = load_object(r.function, "rollout.function", search_dirs)
     names = _context_names(r, search_dirs)
     complete = names is not None  # a factory's keys are checked when it has run, per server
-    check_function(fn, r["function"], {**r["kwargs"], **(names or {})}, complete)
+    check_function(fn, r.function, {**r.kwargs, **(names or {})}, complete)
 
 
-def _context_names(r: dict[str, Any], search_dirs: list[str | Path]) -> dict[str, None] | None:
+def _context_names(r: RolloutSettings, search_dirs: list[str | Path]) -> dict[str, None] | None:
     """The shared context's keys where they are known without building it (none, or a dict);
     None for a factory or a context manager."""
-    if not r["shared_context"]:
+    if not r.shared_context:
         return {}
-    obj = load_object(r["shared_context"], "rollout.shared_context", search_dirs)
+    obj = load_object(r.shared_context, "rollout.shared_context", search_dirs)
     if isinstance(obj, dict):
         return dict.fromkeys(obj)
     if not (callable(obj) or _is_context_manager(obj)):
         raise ConfigError(
-            f"config: rollout.shared_context: {r['shared_context']} is an object of type "
+            f"config: rollout.shared_context: {r.shared_context} is an object of type "
             f"{type(obj).__name__}; expected a dict, a callable or a context manager"
         )
     return None
@@ -157,10 +158,10 @@ class Generate:
         generation: dict[str, Any],
         row: int,
         counts: Counter[str],
-        base_url: str,
+        root_url: str,
         max_context: int,
     ) -> None:
-        self._client, self._counts, self._base = client, counts, base_url
+        self._client, self._counts, self._root = client, counts, root_url
         self._defaults = build_payload([], generation["model"], generation["sampling"], None)
         del self._defaults["messages"]
         self._seed = generation["sampling"]["seed"]
@@ -194,21 +195,20 @@ class Generate:
         return str((await self._tokenizer("/detokenize", {"tokens": list(tokens)}))["prompt"])
 
     async def _tokenizer(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        # vLLM serves these beside /v1, not under it
-        url = self._base.removesuffix("/v1") + path
-        return await self._client.post_json(url, {"model": self.model, **body})
+        # vLLM serves these beside /v1, not under it (the root URL)
+        return await self._client.post_json(self._root + path, {"model": self.model, **body})
 
 
 class Rollouts:
     """The rollout function of one server, with its shared context (built at first use, once,
     and closed by `aclose`)."""
 
-    def __init__(self, config: dict[str, Any], search_dirs: list[str | Path]) -> None:
-        r = config["rollout"]
-        self.ref = r["function"]
-        self.function = load_object(r["function"], "rollout.function", search_dirs)
-        self.kwargs = dict(r["kwargs"])
-        self.context_ref = r["shared_context"]
+    def __init__(self, config: Config, search_dirs: list[str | Path]) -> None:
+        r = config.rollout
+        self.ref = r.function
+        self.function = load_object(r.function, "rollout.function", search_dirs)
+        self.kwargs = plain(r.kwargs)
+        self.context_ref = r.shared_context
         self.context_obj = (
             load_object(self.context_ref, "rollout.shared_context", search_dirs)
             if self.context_ref

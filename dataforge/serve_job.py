@@ -2,8 +2,8 @@
 
 `python -m dataforge.serve_job --server ID --service-file F --log L --engine-log E`
 
-The engine settings come from `config.json` next to the service file (written by the
-workflow's main process), not from the command line: see rules/serve.smk for why.
+The engine settings come from results/.serve/config.json (written by the workflow's main
+process), not from the command line: see rules/serve.smk for why.
 """
 
 from __future__ import annotations
@@ -14,17 +14,13 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Any
 
+from dataforge import layout
 from dataforge.logs import run_logged
 
-CONFIG_NAME = "config.json"
 
-
-def write_service_file(
-    path: str, server: str, sock: socket.socket, token: str, config: dict[str, Any]
-) -> None:
-    """Publish the server's address, identity and start-up deadline (atomically)."""
+def write_service_file(path: str, server: str, sock: socket.socket, token: str) -> None:
+    """Publish the server's address and identity (atomically)."""
     from dataforge.atomic import write_json_atomic
 
     host, port = sock.getsockname()
@@ -37,7 +33,6 @@ def write_service_file(
             "host": socket.gethostname(),
             "server": server,
             "token": token,
-            "startup_timeout_s": config["engine"]["startup_timeout_s"],
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # None outside Slurm
         },
     )
@@ -56,20 +51,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def run() -> None:
-        config_file = Path(args.service_file).parent / CONFIG_NAME
-        data = json.loads(config_file.read_text(encoding="utf-8"))
-        config, basedir = data["config"], Path(data["basedir"])
         # Bind and publish the address before importing anything heavy: the chunk jobs are
         # already waiting for it.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         token = uuid.uuid4().hex
-        write_service_file(args.service_file, args.server, sock, token, config)
+        write_service_file(args.service_file, args.server, sock, token)
 
         import asyncio
 
         from dataforge.driver import Driver
+        from dataforge.settings import Config
+
+        data = json.loads(layout.SERVE_CONFIG.read_text(encoding="utf-8"))
+        config, basedir = Config.from_dict(data["config"]), Path(data["basedir"])
 
         driver = Driver(config, args.server, sock, token, args.engine_log, basedir, args.parent)
         code = asyncio.run(driver.run())

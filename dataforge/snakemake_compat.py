@@ -8,7 +8,7 @@ changes, those tests fail here first (tests/test_snakemake_compat.py).
 - `cancel_pending_timers`: the run exits without waiting for the scheduler's last timer.
 - `StopOnInterrupt`: Ctrl-C, SIGINT or SIGTERM stop a local run at once, not after every
   running job has finished.
-- `drop_metadata`: no rerun of a service job for params or code changes.
+- `prepare_service_file`: a chunk reruns alone, and never a service without its chunks.
 """
 
 from __future__ import annotations
@@ -152,14 +152,26 @@ def _quiet_console() -> None:
             handler.addFilter(_OnlyFinalLines())
 
 
-def drop_metadata(workflow: Any, path: str) -> None:
-    """Forget Snakemake's record of how `path` was made, so that no params or code change can
-    schedule its job again (for the service files: a service with no consumers would never be
-    stopped, and the run would hang). `PersistenceBase.cleanup_metadata` in 9.27.1.
-    Test: tests/test_e2e.py::test_engine_setting_change_neither_hangs_nor_reruns.
+def prepare_service_file(workflow: Any, path: str) -> None:
+    """Make a group's service file safe to take as `ancient()` input (main process, DAG time).
+
+    Snakemake 9.27.1 reruns every consumer of a service (its file is always "updated by
+    another job") unless the consumer takes it as `ancient()` input, and honours `ancient()`
+    only for a file that exists when the DAG is built: an empty placeholder is created (the
+    serve job overwrites it at once). And it forgets its record of how the file was made
+    (`PersistenceBase.cleanup_metadata`), so that no params or code change schedules the
+    service alone, without consumers, which would never be stopped (the run would hang).
+    Tests: tests/test_e2e.py::test_delete_one_chunk_reruns_that_chunk_alone and
+    ::test_engine_setting_change_neither_hangs_nor_reruns.
     """
+    from pathlib import Path
+
     from snakemake.io import IOFile
 
+    placeholder = Path(path)
+    if not placeholder.exists():
+        placeholder.parent.mkdir(parents=True, exist_ok=True)
+        placeholder.touch()
     workflow.persistence.cleanup_metadata(IOFile(path))
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from dataforge import __version__, chunkfile, layout
+from dataforge.chunkstats import TOKEN_BIN_EDGES, TokenSummary
 from dataforge.errors import DataforgeError
-from dataforge.output import TOKEN_BIN_EDGES, TokenSummary
 
 
 def chunk_entry(record: chunkfile.ChunkRecord) -> dict[str, Any]:

@@ -16,16 +16,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dataforge.fmt import duration
+
 
 def collect(workdir: Path, window_s: float = 300.0, now: float | None = None) -> dict[str, Any]:
     """Progress numbers of the run in `workdir` (see the module docstring)."""
     now = time.time() if now is None else now
     from dataforge import chunkfile, layout
+    from dataforge.plan import load_plan
 
     plan_file = workdir / layout.PLAN
     if not plan_file.is_file():
         return {"planned": False}
-    plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    plan = load_plan(plan_file)
     done = []
     for index, path in layout.chunk_files(workdir).items():
         if index >= plan["chunks"]:
@@ -55,13 +58,6 @@ def collect(workdir: Path, window_s: float = 300.0, now: float | None = None) ->
         "eta_s": eta,
         "last_finished": max((s["finished"] for s in done), default=None),
     }
-
-
-def duration(seconds: float) -> str:
-    seconds = round(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
 
 
 def render(workdir: Path, p: dict[str, Any]) -> str:

@@ -14,45 +14,47 @@ from typing import Any
 from dataforge import plan as planlib
 from dataforge.config import load_schema, validate_config
 from dataforge.errors import ConfigError
+from dataforge.settings import Config
 
 
-def check_config(config: dict[str, Any], basedir: str | Path) -> dict[str, Any]:
-    """Validate the config in place against the schema (defaults filled), then the engine."""
+def check_config(config: dict[str, Any], basedir: str | Path) -> Config:
+    """Validate the config in place against the schema (defaults filled, as Snakemake keeps
+    it), check the rollout and the engine, and return its typed form."""
     basedir = Path(basedir)
     validate_config(config, load_schema(basedir / "config" / "schema.yaml"))
+    typed = Config.from_dict(config)
     if any(config["rollout"].values()):  # (dataforge.rollout imports aiohttp: not for nothing)
         from dataforge.rollout import check_rollout_config
 
-        check_rollout_config(config, [Path.cwd(), basedir])
+        check_rollout_config(typed, [Path.cwd(), basedir])
     from dataforge.engines import kind_of
 
-    if kind_of(config).loads_model:  # vLLM: the model's heads and the parallel sizes
-        check_parallelism(config, basedir)
-    return config
+    if kind_of(typed).loads_model:  # vLLM: the model's heads and the parallel sizes
+        check_parallelism(typed, basedir)
+    return typed
 
 
-def check_parallelism(config: dict[str, Any], basedir: Path) -> None:
+def check_parallelism(config: Config, basedir: Path) -> None:
     """GPUs per node must be whole, and the model's heads divisible by the tensor parallelism
     (checked when the model is a local folder; a Hub id is not fetched at parse time)."""
     import json
 
-    from dataforge.engines import resolve_model, server_gpus
+    from dataforge.engines import resolve_model
 
-    e = config["engine"]
-    total = server_gpus(config)
-    if total % e["nodes"]:
+    e = config.engine
+    if e.gpus % e.nodes:
         raise ConfigError(
-            f"config: engine.nodes ({e['nodes']}) must divide tensor x pipeline x data parallel "
-            f"size ({total}): each node runs the same number of GPUs"
+            f"config: engine.nodes ({e.nodes}) must divide tensor x pipeline x data parallel "
+            f"size ({e.gpus}): each node runs the same number of GPUs"
         )
-    path = Path(resolve_model(config["model"]["name"], [Path.cwd(), basedir]))
+    path = Path(resolve_model(config.model.name, [Path.cwd(), basedir]))
     if not (path / "config.json").is_file():
         return
     model_config = json.loads((path / "config.json").read_text())
     heads = model_config.get("num_attention_heads") or (model_config.get("text_config") or {}).get(
         "num_attention_heads"
     )
-    tp = e["tensor_parallel_size"]
+    tp = e.tensor_parallel_size
     if heads and heads % tp:
         raise ConfigError(
             f"config: engine.tensor_parallel_size ({tp}) must divide the model's "
@@ -60,29 +62,21 @@ def check_parallelism(config: dict[str, Any], basedir: Path) -> None:
         )
 
 
-def check_plan_against_config(plan: dict[str, Any], config: dict[str, Any]) -> None:
+def check_plan_against_config(plan: dict[str, Any], config: Config) -> None:
     """Checks that need both the plan and the config (run once the plan exists)."""
-    if plan["prompt_kind"] == "messages" and config["prompt"]["template"]:
+    if plan["prompt_kind"] == "messages" and config.prompt.template:
         raise ConfigError(
             "config: prompt.template cannot be used with message-list prompts (column "
             f"{plan['input']['prompt_column']!r} holds chat messages)"
         )
 
 
-def server_of(chunk: str | int, config: dict[str, Any]) -> str:
+def server_of(chunk: str | int, config: Config) -> str:
     """Server id of a chunk."""
-    return planlib.server_of(chunk, config["chunks"]["per_server"])
+    return planlib.server_of(chunk, config.chunks.per_server)
 
 
-def ensure_placeholders(paths: list[str]) -> None:
-    """Create empty files for those of `paths` that do not exist."""
-    for p in map(Path, paths):
-        if not p.exists():
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.touch()
-
-
-def serve_resources(config: dict[str, Any]) -> dict[str, Any]:
+def serve_resources(config: Config) -> dict[str, Any]:
     """The serve rule's GPU and node resources (the Slurm executor maps them to sbatch).
 
     One node: `gpu` (`--gpus=N`, which the plugin also gives the job step). Several nodes:
@@ -92,24 +86,23 @@ def serve_resources(config: dict[str, Any]) -> dict[str, Any]:
     """
     from dataforge.engines import gpus_per_node, kind_of
 
-    e = config["engine"]
     gpus = gpus_per_node(config) if kind_of(config).uses_gpus else 0
-    multi = e["nodes"] > 1
+    multi = config.engine.nodes > 1
     return {
         "gpu": gpus if gpus and not multi else None,
         "gres": f"gpu:{gpus}" if gpus and multi else None,
-        "nodes": e["nodes"],
+        "nodes": config.engine.nodes,
     }
 
 
-def write_serve_config(path: str | Path, config: dict[str, Any], basedir: str | Path) -> None:
+def write_serve_config(path: str | Path, config: Config, basedir: str | Path) -> None:
     """Write the validated config for the serve jobs (only when it changed), with the
     workflow's folder, where the engine environment and relative model paths are found."""
     import json
 
     from dataforge.atomic import write_text_atomic
 
-    data = {"config": config, "basedir": str(basedir)}
+    data = {"config": config.as_dict(), "basedir": str(basedir)}
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     path = Path(path)
     if not path.exists() or path.read_text(encoding="utf-8") != text:

@@ -3,7 +3,8 @@
     .venv-engine/bin/python engine/smollm2.py OUT_DIR
 
 No network: the weights come from the installed package. transformers dequantizes the GGUF
-(Q4_1) to bf16; the quantization record is dropped so that the model can be saved.
+(Q4_1) to bf16; the quantization record is dropped so that the model can be saved. The
+generation config gets the model card's sampling (temperature 0.2, top_p 0.9).
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def convert(out: Path) -> None:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
+    # The sampling the model card uses (the GGUF carries none): what vLLM applies for the
+    # values a config leaves unset (sampling.temperature and top_p are null by default).
+    model.generation_config.do_sample = True
+    model.generation_config.temperature = 0.2
+    model.generation_config.top_p = 0.9
     tmp = out.with_name(out.name + ".tmp")
     tokenizer.save_pretrained(tmp)
     model.save_pretrained(tmp)

@@ -20,7 +20,8 @@ def stop_with(error):
 
 
 try:
-    dfw.check_config(config, workflow.basedir)
+    # `config` stays the validated dict (for lookup() in the rules); CONFIG is its typed form.
+    CONFIG = dfw.check_config(config, workflow.basedir)
 except DataforgeError as e:
     stop_with(e)
 
@@ -31,10 +32,10 @@ PLAN = str(layout.PLAN)
 CHUNK_FILE = layout.CHUNK_PATTERN
 SERVICE_FILE = layout.SERVICE_PATTERN
 # GPUs and nodes of one server, from the engine config (None: not asked for).
-SERVE_RESOURCES = dfw.serve_resources(config)
+SERVE_RESOURCES = dfw.serve_resources(CONFIG)
 # What every chunk file must hold (its footer's key): a chunk that holds anything else is
 # generated again (see get_chunk_inputs).
-CONTENT = chunkfile.content_settings(config)
+CONTENT = chunkfile.content_settings(CONFIG)
 _run = {}  # this process's resume check, the monitor
 
 
@@ -46,7 +47,7 @@ def check_resume():
         _run["resume"] = resume.PlanState()
         if workflow.is_main_process:
             try:
-                _run["resume"] = resume.check_existing(config, workflow.basedir)
+                _run["resume"] = resume.check_existing(CONFIG, workflow.basedir)
             except DataforgeError as e:
                 stop_with(e)
     return _run["resume"]
@@ -76,7 +77,7 @@ def get_plan():
     check_resume()
     plan = planlib.load_plan(checkpoints.plan_chunks.get().output.plan)
     try:
-        dfw.check_plan_against_config(plan, config)
+        dfw.check_plan_against_config(plan, CONFIG)
     except DataforgeError as e:
         stop_with(e)
     return plan
@@ -95,23 +96,18 @@ _prepared_services = set()
 
 
 def get_service_file(wildcards):
-    """The chunk's server's service file, as ancient() input of the chunk job.
-
-    ancient() keeps a rerun of one chunk from rerunning its whole group, but Snakemake honours
-    it only for files that exist when the DAG is built: hence an empty placeholder (the serve
-    job overwrites it). The service's metadata record is dropped so that no params or code
-    change can schedule a server without chunks, which would never be stopped. Main process
-    only; see the README's "How it works". The serve config is written here only when it is
-    missing (`--no-hooks`): a run refused by another run's lock builds its DAG first and must
-    not change the settings of that run's servers (write_serve_config, from onstart).
+    """The chunk's server's service file, as ancient() input of the chunk job, prepared for
+    that once per run by the main process (a placeholder, no metadata: see
+    dataforge/snakemake_compat.py). The serve config is written here only when it is missing
+    (`--no-hooks`): a run refused by another run's lock builds its DAG first and must not
+    change the settings of that run's servers (write_serve_config, from onstart).
     """
-    path = layout.service_file(dfw.server_of(wildcards.chunk, config))
+    path = layout.service_file(dfw.server_of(wildcards.chunk, CONFIG))
     if workflow.is_main_process and path not in _prepared_services:
         if not _prepared_services and not layout.SERVE_CONFIG.exists():
             write_serve_config()
         _prepared_services.add(path)
-        dfw.ensure_placeholders([path])
-        compat.drop_metadata(workflow, path)
+        compat.prepare_service_file(workflow, path)
     return ancient(path)
 
 
@@ -136,7 +132,7 @@ def get_chunk_inputs(wildcards):
 
 def write_serve_config():
     """Write the validated config that the serve jobs read (onstart: this run holds the lock)."""
-    dfw.write_serve_config(layout.SERVE_CONFIG, config, workflow.basedir)
+    dfw.write_serve_config(layout.SERVE_CONFIG, CONFIG, workflow.basedir)
 
 
 def on_slurm():
@@ -201,6 +197,19 @@ def handle_interrupts():
         compat.defer_sigterm(workflow.scheduler)
 
 
+def wait_for_engines():
+    """Before Snakemake exits: the engines of this run are gone. A serve job that Snakemake
+    killed (SIGKILL, after a sibling chunk failed) leaves its guard stopping the engine on its
+    own; the run ends once that is done, so that no engine outlives it."""
+    if not compat.local_execution(workflow):
+        return  # a Slurm job's engines end with the job
+    from dataforge.guard import wait_for_guards
+
+    left = wait_for_guards(Path.cwd())
+    if left:
+        print(f"dataforge: engine guards still running: {left}", file=sys.stderr)
+
+
 def report_interrupt():
     """After an interrupted local run: what is done, and how to finish."""
     handler = _run.get("interrupt")
@@ -231,22 +240,24 @@ def exit_promptly():
 def check_hub_output():
     """With output.repo set: check the token can write there (creating the repo) before any
     job runs, so that a Hub problem shows now and not after the GPU work."""
-    if not config["output"]["repo"]:
+    if not CONFIG.output.repo:
         return None
     from dataforge.hub import check_output_repo
 
     try:
-        repo_id = check_output_repo(
-            config["output"]["repo"], config["output"]["private"]
-        )
+        return check_output_repo(CONFIG.output.repo, CONFIG.output.private)
     except DataforgeError as e:
         stop_with(e)
-    every = config["output"]["publish_every_chunks"]
-    if every:
+
+
+def start_partial_publisher(repo_id):
+    """With output.publish_every_chunks: publish finished chunks during the run, from a
+    thread of this process (dataforge/hub.py)."""
+    every = CONFIG.output.publish_every_chunks
+    if repo_id and every:
         from dataforge.hub import PartialPublisher
 
-        PartialPublisher(layout.RESULTS, repo_id, every).start()
-    return repo_id
+        PartialPublisher(Path.cwd(), repo_id, every).start()
 
 
 def start_monitor(repo_id):
@@ -254,12 +265,12 @@ def start_monitor(repo_id):
     (dataforge/monitor.py), from a thread of this process; it reads only results/."""
     from dataforge.monitor import Monitor
 
-    progress = config["monitor"]["progress"]
+    progress = CONFIG.monitor.progress
     if not (progress or repo_id):
         return
     stream = sys.stderr if progress else open(os.devnull, "w")
     _run["monitor"] = Monitor(
-        Path.cwd(), repo_id, config["monitor"]["interval_s"], stream=stream
+        Path.cwd(), repo_id, CONFIG.monitor.interval_s, stream=stream
     ).start()
 
 

@@ -19,7 +19,7 @@ def main() -> None:
 
     repo_id = check_output_repo(snakemake.params.repo, snakemake.params.private)
     n = len(snakemake.input.chunks)
-    record = publish(Path(snakemake.input.stats).parent, repo_id, f"dataforge: {n} chunks")
+    record = publish(Path.cwd(), repo_id, f"dataforge: {n} chunks")
     write_json_atomic(snakemake.output.record, record)
 
 

@@ -226,3 +226,18 @@ class Workflow:
 @pytest.fixture
 def workflow(tmp_path: Path) -> Workflow:
     return Workflow(tmp_path)
+
+
+# The fake Hub's users: token -> (user name, token role).
+HUB_USERS = {"tok-write": ("alice", "write"), "tok-read": ("alice", "read")}
+
+
+@pytest.fixture
+def hub():
+    """A loopback fake Hub (tests/fakehub.py) with HUB_USERS; `harness.hub_env` points a run
+    at it."""
+    from fakehub import FakeHub
+
+    hub = FakeHub(HUB_USERS).start()
+    yield hub
+    hub.stop()

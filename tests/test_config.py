@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from dataforge.docs import (
 )
 from dataforge.engines import effective_sampling, vllm_spec
 from dataforge.errors import ConfigError
+from dataforge.settings import Config, leaf_keys
 from dataforge.workflow import check_config, serve_resources
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +59,32 @@ def test_defaults_fill_an_empty_config_and_match_config_yaml() -> None:
     assert config["chunks"]["size"] == 500
     assert config["engine"]["dummy"]["faults"]["http_500"] == 0
     shipped = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    validate_config(shipped, SCHEMA)  # the shipped default is valid
+    validate_config(copy.deepcopy(shipped), SCHEMA)  # the shipped default is valid
+    # one truth: every value config/config.yaml sets is the schema's default (what the README
+    # documents is what a run gets)
+    differ = []
+
+    def walk(given: dict, default: dict, path: str) -> None:
+        for name, value in given.items():
+            key = f"{path}{name}"
+            if isinstance(value, dict) and isinstance(default[name], dict) and value:
+                walk(value, default[name], key + ".")
+            elif value != default[name]:
+                differ.append(f"{key}: config.yaml {value!r}, schema {default[name]!r}")
+
+    walk(shipped, config, "")
+    assert differ == []
+
+
+def test_the_typed_config_has_exactly_the_schemas_keys() -> None:
+    assert leaf_keys() == [key for key, _ in iter_leaves(SCHEMA)]
+    typed = Config.from_dict(defaults())
+    assert typed.as_dict() == defaults()
+    assert typed.engine.gpus == 1 and typed.sampling.seed == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        typed.chunks.size = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        typed.engine.env["X"] = "1"  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -157,7 +184,7 @@ def test_unset_sampling_falls_back_to_the_models_generation_config(tmp_path: Pat
     assert used["temperature"] == 0.2  # configured wins
     assert used["top_p"] == 0.95  # from the model
     assert used["top_k"] is None  # neither: the server's default
-    assert config["sampling"]["top_p"] is None  # the config itself is untouched
+    assert config.sampling.top_p is None  # the config itself is untouched
 
 
 def test_vllm_command_for_parallel_and_multi_node_servers(tmp_path: Path, monkeypatch) -> None:

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,29 +14,11 @@ from conftest import (
     Workflow,
     base_config,
     check_rows_exactly_once,
-    plant_prompt,
     write_prompts,
 )
+from harness import wait_no_engines
 
 pytestmark = pytest.mark.e2e
-
-
-def engine_processes() -> list[str]:
-    """Command lines of dataforge engine and guard processes still alive."""
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return [
-        line for line in out.splitlines() if "dataforge.dummy" in line or "dataforge.guard" in line
-    ]
-
-
-def wait_no_engines(timeout: float = 20) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        left = engine_processes()
-        if not left:
-            return []
-        time.sleep(0.2)
-    return engine_processes()
 
 
 @pytest.fixture
@@ -129,36 +106,6 @@ def test_engine_setting_change_neither_hangs_nor_reruns(done_run: Workflow) -> N
     assert wf.job_counts() == {}
 
 
-def test_kill_9_then_rerun_completes_every_row_exactly_once(workflow: Workflow) -> None:
-    wf = workflow
-    n = 2000
-    config = base_config(
-        write_prompts(wf.workdir / "in.parquet", n),
-        chunks={"size": 100, "per_server": 5},
-        engine={"max_concurrent_requests": 16, "dummy": {"latency_s": 0.05}},
-    )
-    wf.configure(config)
-    proc = wf.start()
-    deadline = time.monotonic() + 120
-    while len(wf.chunks()) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = len(wf.chunks())
-    assert 3 <= done < 20, "the kill landed mid-run"
-    assert wait_no_engines() == [], "the guard reaps the engine of a killed run"
-    # Every chunk file present is complete and readable; no temporary file matches the glob.
-    for p in wf.chunks():
-        assert pq.read_metadata(p).num_rows == 100
-    wf.run("--unlock")
-    counts = wf.job_counts()
-    assert 0 < counts["generate_chunk"] <= 20 - done + 5
-    wf.run(timeout=180)
-    check_rows_exactly_once(wf, n)
-    assert wf.stats()["rows"] == n
-    assert not list((wf.results / "data").glob("*.tmp*"))
-
-
 def test_message_lists_with_system_prompt_and_rollouts(workflow: Workflow) -> None:
     wf = workflow
     wf.configure(
@@ -221,68 +168,6 @@ def test_empty_and_null_prompts_become_error_rows(workflow: Workflow) -> None:
     stats = wf.stats()
     assert stats["rows"] == 4 and stats["rows_failed"] == 3
     assert stats["rows_failed_by_kind"] == {"empty_prompt": 3}
-
-
-def test_transient_faults_are_retried_and_permanent_ones_recorded(workflow: Workflow) -> None:
-    wf = workflow
-    path = wf.workdir / "in.parquet"
-    plant_prompt(write_prompts(path, 300), 17, "please REJECT-ME now")
-    wf.configure(
-        base_config(
-            path,
-            engine={
-                "request_timeout_s": 1,
-                "max_retries": 4,
-                "dummy": {
-                    "reject_marker": "REJECT-ME",
-                    "faults": {"http_500": 0.05, "timeout": 0.03, "reset": 0.02, "malformed": 0.02},
-                },
-            },
-            chunks={"size": 100},
-        )
-    )
-    wf.run(timeout=240)
-    table = check_rows_exactly_once(wf, 300)
-    errors = table.column("error").to_pylist()
-    assert [i for i, e in enumerate(errors) if e] == [17]
-    assert errors[17].startswith("http_400:")
-    stats = wf.stats()
-    assert stats["rows_failed_by_kind"] == {"http_400": 1}
-    retried = stats["requests"]
-    assert retried["retries"] >= 10
-    for kind in ("http_500", "timeout", "connection", "malformed_response"):
-        assert retried.get(f"retry_{kind}", 0) > 0, kind
-
-
-def test_endpoint_engine_attaches_to_a_running_server(workflow: Workflow, tmp_path: Path) -> None:
-    from dataforge.engines import free_port
-
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            os.path.join(os.path.dirname(os.sys.executable), "python"),
-            "-m",
-            "dataforge.dummy",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wf = workflow
-        wf.configure(
-            base_config(
-                write_prompts(wf.workdir / "in.parquet", 200),
-                engine={"kind": "endpoint", "url": f"http://127.0.0.1:{port}/v1"},
-            )
-        )
-        wf.run()
-        check_rows_exactly_once(wf, 200)
-        log = (wf.workdir / "logs" / "serve_model" / "00000.log").read_text()
-        assert "starting engine" not in log
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def test_plan_mismatch_stops_before_touching_chunks(done_run: Workflow) -> None:
@@ -372,37 +257,3 @@ def test_default_input_runs_from_another_directory(tmp_path: Path) -> None:
     assert stats["rows"] == 60 and stats["rows_failed"] == 0
     plan = json.loads((wf.results / "plan.json").read_text())
     assert plan["source"]["originals"][0]["path"].endswith("data/prompts.jsonl")
-
-
-def test_engine_killed_mid_chunk_fails_fast_and_the_rerun_completes(workflow: Workflow) -> None:
-    wf = workflow
-    config = base_config(
-        write_prompts(wf.workdir / "in.parquet", 1200),
-        chunks={"size": 300, "per_server": 4},
-        engine={"max_concurrent_requests": 4, "dummy": {"latency_s": 0.02}},
-    )
-    wf.configure(config)
-    proc = wf.start()
-    serve_log = wf.workdir / "logs" / "serve_model" / "00000.log"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and "engine ready" not in _read(serve_log):
-        time.sleep(0.1)
-    port = re.search(r"dataforge\.dummy --port (\d+)", _read(serve_log)).group(1)
-    time.sleep(2.0)  # mid-chunk: 1,200 rows at ~200 rows/s
-    subprocess.run(["pkill", "-9", "-f", f"dataforge.dummy --port {port} "], check=True)
-    t0 = time.monotonic()
-    proc.wait(timeout=60)
-    assert proc.returncode != 0
-    assert time.monotonic() - t0 < 20, "the chunks fail fast instead of retrying a dead engine"
-    assert "failed: engine is gone" in _read(serve_log)
-    assert len(wf.chunks()) < 4
-    assert wait_no_engines() == []
-    wf.run(timeout=120)
-    check_rows_exactly_once(wf, 1200)
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return ""

@@ -3,7 +3,6 @@ huggingface_hub and datasets clients talk to over HTTP."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -12,20 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import Workflow, base_config, check_rows_exactly_once, write_prompts
 from fakehub import FakeHub
-
-USERS = {"tok-write": ("alice", "write"), "tok-read": ("alice", "read")}
-
-
-@pytest.fixture
-def hub():
-    hub = FakeHub(USERS).start()
-    yield hub
-    hub.stop()
-
-
-def hub_env(hub: FakeHub, tmp_path: Path, token: str | None = "tok-write") -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    return {**env, **hub.env(token), "HF_HOME": str(tmp_path / "hf-home")}
+from harness import hub_env
 
 
 def configure(wf: Workflow, rows: int, size: int, **output: object) -> None:

@@ -18,7 +18,6 @@ from fakehub import FakeHub
 
 from dataforge.monitor import Monitor, progress_card, progress_line
 
-USERS = {"tok-write": ("alice", "write")}
 REPO = "alice/ds"
 
 
@@ -156,25 +155,24 @@ def test_stop_ends_the_loop_before_the_run_is_done(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """A fake Hub that HfApi() in this process talks to, with the repo created."""
+def here(hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeHub:
+    """The fake Hub, for HfApi() in this process, with the repo created."""
     from huggingface_hub import HfApi, constants
 
-    hub = FakeHub(USERS).start()
     for name, value in {**hub.env("tok-write"), "HF_HOME": str(tmp_path / "hf-home")}.items():
         monkeypatch.setenv(name, value)
     # huggingface_hub reads these at import, which may have happened before this test
     monkeypatch.setattr(constants, "ENDPOINT", hub.url)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     HfApi().create_repo(REPO, repo_type="dataset")
-    yield hub
-    hub.stop()
+    return hub
 
 
 def readme_commits(hub: FakeHub) -> list[str]:
     return [c["summary"] for c in hub.commits(REPO) if "README.md" in c["paths"]]
 
 
+@pytest.mark.usefixtures("here")
 def test_progress_card_uploads_are_throttled_and_stop_when_done(
     hub: FakeHub, tmp_path: Path
 ) -> None:
@@ -215,6 +213,7 @@ def test_progress_card_uploads_are_throttled_and_stop_when_done(
     assert stream.getvalue().splitlines()[-1].endswith("done (800 output tokens)")
 
 
+@pytest.mark.usefixtures("here")
 def test_an_upload_failure_is_logged_and_the_loop_goes_on(
     hub: FakeHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

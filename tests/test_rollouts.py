@@ -22,13 +22,20 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import REPO, Workflow, base_config, check_rows_exactly_once, write_prompts
-from test_e2e import wait_no_engines
+from harness import pid_alive, wait_no_engines
 
 from dataforge import workflow as dfw
+from dataforge.config import load_schema, validate_config
 from dataforge.errors import ConfigError
 from dataforge.rollout import Generate, Rollouts, rollout_seed
+from dataforge.settings import Config
 
 pytestmark = pytest.mark.e2e
+
+
+def typed(config: dict) -> Config:
+    """The typed form of a partial config (validated, defaults filled)."""
+    return Config.from_dict(validate_config(config, load_schema(REPO / "config" / "schema.yaml")))
 
 
 def example_config(name: str, dataset: Path, **overrides: dict) -> dict:
@@ -188,14 +195,6 @@ def recorded():
 '''
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def pool_records(wf: Workflow) -> tuple[list[int], dict[int, list[int]]]:
     opened, closed = [], {}
     for line in (wf.workdir / "context.log").read_text().splitlines():
@@ -232,7 +231,7 @@ def test_process_pool_example_builds_one_pool_per_server_and_closes_it(
     assert len(opened) == 2 and set(opened) == set(closed), (opened, closed)  # once per server
     workers = [w for ws in closed.values() for w in ws]
     assert workers and not set(workers) & set(opened)
-    assert not [w for w in workers if alive(w)], "no pool worker outlives its server"
+    assert not [w for w in workers if pid_alive(w)], "no pool worker outlives its server"
     assert wf.stats()["requests"]["requests"] == 40
 
 
@@ -261,9 +260,9 @@ def test_process_pool_is_closed_when_the_run_is_interrupted(workflow: Workflow) 
     workers = closed[opened[0]]
     # "close" is recorded as the pool's shutdown begins: give the workers a moment to exit
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(alive(w) for w in workers):
+    while time.monotonic() < deadline and any(pid_alive(w) for w in workers):
         time.sleep(0.1)
-    assert workers and not [w for w in workers if alive(w)]
+    assert workers and not [w for w in workers if pid_alive(w)]
     assert not wf.chunks(), "nothing finished"
 
 
@@ -481,7 +480,7 @@ def generate_for(client: RecordingClient, row: int, seed: int | None = 7) -> Gen
         "sampling": {"max_tokens": 32, "temperature": 0.5, "top_p": None, "top_k": None,
                      "seed": seed, "rollouts": 1, "response_format": None},
     }  # fmt: skip
-    return Generate(client, generation, row, Counter(), "http://x/v1", 4096)
+    return Generate(client, generation, row, Counter(), "http://x", 4096)
 
 
 def test_generate_fills_model_sampling_and_reproducible_seeds() -> None:
@@ -569,7 +568,7 @@ def test_each_kind_of_shared_context_is_built_once_and_closed(
     (tmp_path / "contexts_mod.py").write_text(CONTEXTS)
     rollout = {"function": "contexts_mod:rollout", "shared_context": f"contexts_mod:{name}"}
     config = {"rollout": {**rollout, "kwargs": {"size": 2}}}
-    rollouts = Rollouts(config, [tmp_path])
+    rollouts = Rollouts(typed(config), [tmp_path])
     import contexts_mod
 
     monkeypatch.setattr(contexts_mod, "events", [])
@@ -591,7 +590,7 @@ def test_a_shared_context_that_is_no_dict_or_clashes_is_refused(tmp_path: Path) 
     def run(shared: str, kwargs: dict) -> str:
         config = {"rollout": {"function": "contexts_mod2:rollout", "shared_context": shared,
                               "kwargs": kwargs}}  # fmt: skip
-        rollouts = Rollouts(config, [tmp_path])
+        rollouts = Rollouts(typed(config), [tmp_path])
         with pytest.raises(ConfigError) as e:
             asyncio.run(rollouts.run({}, None))
         with contextlib.suppress(Exception):

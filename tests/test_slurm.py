@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, Workflow, base_config, check_rows_exactly_once, write_prompts
+from harness import processes
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 
@@ -196,18 +197,6 @@ def sacct_jobs(workdir: Path) -> list[dict[str, str]]:
     return jobs
 
 
-def processes_in(folder: Path) -> list[str]:
-    """Command lines of the processes whose working directory is `folder`."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if os.readlink(proc / "cwd") == str(folder):
-                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except OSError:
-            continue
-    return found
-
-
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -308,7 +297,7 @@ def test_scancel_is_detected_and_the_rerun_finishes_only_that_group(
     # group 0 finished; group 1's finished chunk was kept though its job was cancelled
     assert names == sorted([f"chunk-0000{i}.parquet" for i in range(3)] + done_before), names
     # Slurm stopped the group's processes (server, engine, chunk clients)
-    wait_for(lambda: not processes_in(workflow.workdir), 20, "the group's processes to end")
+    wait_for(lambda: not processes(workdir=workflow.workdir), 20, "the group's processes to end")
     assert workflow.job_counts("--profile", str(profile)) == {
         "generate_chunk": 2,
         "serve_model": 1,
@@ -434,7 +423,7 @@ def test_ctrl_c_cancels_the_slurm_jobs(slurm_cluster, workflow: Workflow, tmp_pa
         30,
         "the jobs to be cancelled",
     )
-    wait_for(lambda: not processes_in(workflow.workdir), 20, "the groups' processes to end")
+    wait_for(lambda: not processes(workdir=workflow.workdir), 20, "the groups' processes to end")
 
 
 @pytest.mark.slow

@@ -112,7 +112,7 @@ def test_stop_on_interrupt_stops_the_job_processes_once() -> None:
     assert out.stdout.split() == ["['SIGINT']", "1", f"-{signal.SIGTERM.value}", "True", "True"]
 
 
-def test_service_metadata_can_be_dropped() -> None:
+def test_service_files_can_be_prepared() -> None:
     # (what dropping it prevents is tested end to end: tests/test_e2e.py,
     # test_engine_setting_change_neither_hangs_nor_reruns)
     from snakemake.persistence import PersistenceBase

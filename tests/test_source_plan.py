@@ -14,7 +14,8 @@ from dataforge import chunkfile
 from dataforge import plan as planlib
 from dataforge.errors import ConfigError, InputError, PlanMismatchError
 from dataforge.output import build_chunk_table
-from dataforge.source import RowReader, describe_local, prompt_kind, resolve_local_files
+from dataforge.reader import RowReader
+from dataforge.source import describe_local, prompt_kind, resolve_local_files
 
 
 def make_plan(tmp_path: Path, dataset: str, **kw: object) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -16,10 +15,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from harness import pid_alive
 
+from dataforge.chunkstats import TokenSummary
 from dataforge.client import EngineClient, EngineDead, RequestFailed, backoff_delay
 from dataforge.dummy import DummyEngine, make_app
-from dataforge.output import TokenSummary
 from dataforge.prompts import PromptError, build_messages, build_payload, request_seed
 
 SAMPLING = {"max_tokens": 16, "temperature": 0.5, "top_p": None, "top_k": 20}
@@ -173,7 +173,7 @@ def test_guard_kills_the_whole_group_when_its_owner_goes_away(tmp_path) -> None:
     assert guard.wait(timeout=10) is not None
     time.sleep(0.2)
     for pid in children:
-        assert not _alive(int(pid)), f"{pid} survived"
+        assert not pid_alive(int(pid)), f"{pid} survived"
 
 
 def _engine_sid(guard_pid: int) -> int:
@@ -184,15 +184,6 @@ def _engine_sid(guard_pid: int) -> int:
             return int(out.stdout.split()[0])
         time.sleep(0.05)
     raise AssertionError("guard started no child")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
 
 
 def test_guard_passes_on_the_engine_exit_code() -> None:
@@ -234,7 +225,7 @@ def test_token_percentiles_are_exact_and_merge_in_any_order() -> None:
 
     import numpy as np
 
-    from dataforge.output import TokenSummary
+    from dataforge.chunkstats import TokenSummary
 
     rng = random.Random(7)
     values = [rng.choice([1, 2, 3, 50, 51, 400, 4000]) + rng.randrange(30) for _ in range(5000)]

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, Workflow
-from test_e2e import check_rows_exactly_once, engine_processes, wait_no_engines
+from harness import engine_processes, vllm_processes, wait_no_engines
+from test_e2e import check_rows_exactly_once
 from test_slurm import finish, sacct_jobs, site_profile, slurm_run
 
 ENGINE_PYTHON = REPO / ".venv-engine" / "bin" / "python"
@@ -29,11 +30,6 @@ pytestmark = [
         reason="vLLM's engine environment .venv-engine is missing: run `make engine`",
     ),
 ]
-
-
-def vllm_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return [p for p in out.splitlines() if "vllm.entrypoints" in p or "EngineCore" in p]
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,7 @@ import pytest
 import yaml
 from conftest import Workflow, base_config, check_rows_exactly_once, write_prompts
 from fakehub import FakeHub
-from harness import wait_no_leftovers
-from test_hub import USERS, hub_env
+from harness import hub_env, wait_no_leftovers
 
 pytestmark = pytest.mark.e2e
 
@@ -83,13 +82,6 @@ class Reader(threading.Thread):
                         self.problems.append(f"dataforge status: {status}")
                     self.reads["status"] += 1
             time.sleep(0.02)
-
-
-@pytest.fixture
-def hub():
-    hub = FakeHub(USERS).start()
-    yield hub
-    hub.stop()
 
 
 def test_a_second_run_is_refused_and_readers_never_see_a_partial_file(

@@ -1,16 +1,19 @@
 """Engine faults: what the engine injects is exactly what stats.json counts, every transient
 fault is retried until it succeeds, the one permanent failure is a row with its error, and an
 engine that goes away fails its chunks fast (no hang, no rows written as failed) so that the
-rerun generates them. (The managed engine killed mid-chunk: tests/test_e2e.py.)"""
+rerun generates them, whether it is a server the user runs (`endpoint`) or one dataforge
+manages."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 
 import pytest
 from conftest import Workflow, base_config, check_rows_exactly_once, plant_prompt, write_prompts
-from harness import OwnDummy, wait_no_leftovers
+from harness import OwnDummy, wait_no_engines, wait_no_leftovers
 
 from dataforge.engines import free_port
 
@@ -89,6 +92,7 @@ def test_an_endpoint_that_goes_away_fails_its_chunks_fast(workflow: Workflow, du
     assert wait_no_leftovers(wf.workdir) == []
     logs = "".join(p.read_text() for p in (wf.workdir / "logs" / "serve_model").glob("*.log"))
     assert "engine is unreachable" in logs
+    assert "starting engine" not in logs  # attached to the user's server, started none
     # No chunk was written with rows failed for the outage.
     written = wf.table()
     assert written.num_rows < 2000
@@ -97,3 +101,39 @@ def test_an_endpoint_that_goes_away_fails_its_chunks_fast(workflow: Workflow, du
     wf.run(timeout=180)
     check_rows_exactly_once(wf, 2000)
     assert wf.stats()["rows_failed"] == 0
+
+
+def test_a_managed_engine_killed_mid_chunk_fails_fast_and_the_rerun_completes(
+    workflow: Workflow,
+) -> None:
+    wf = workflow
+    config = base_config(
+        write_prompts(wf.workdir / "in.parquet", 1200),
+        chunks={"size": 300, "per_server": 4},
+        engine={"max_concurrent_requests": 4, "dummy": {"latency_s": 0.02}},
+    )
+    wf.configure(config)
+    proc = wf.start()
+    serve_log = wf.workdir / "logs" / "serve_model" / "00000.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "engine ready" not in read(serve_log):
+        time.sleep(0.1)
+    port = re.search(r"dataforge\.dummy --port (\d+)", read(serve_log)).group(1)
+    time.sleep(2.0)  # mid-chunk: 1,200 rows at ~200 rows/s
+    subprocess.run(["pkill", "-9", "-f", f"dataforge.dummy --port {port} "], check=True)
+    t0 = time.monotonic()
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert time.monotonic() - t0 < 20, "the chunks fail fast instead of retrying a dead engine"
+    assert "failed: engine is gone" in read(serve_log)
+    assert len(wf.chunks()) < 4
+    assert wait_no_engines() == []
+    wf.run(timeout=120)
+    check_rows_exactly_once(wf, 1200)
+
+
+def read(path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""

@@ -1,5 +1,7 @@
-"""Helpers of the reliability suite: leftover processes of one run, chunk-file invariants, a
-dummy engine the test owns (so it can read the faults the engine injected), a seeded RNG."""
+"""The tests' one harness for processes, engines and the fake Hub: the processes of a run (or of
+an engine) still alive, chunk-file invariants, a dummy engine the test owns (so it can read the
+faults it injected, kill and restart it), the environment that points a run at the fake Hub,
+and a seeded RNG."""
 
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from conftest import Workflow
+from fakehub import FakeHub
 
 from dataforge import chunkfile
 
@@ -27,37 +31,80 @@ def rng(salt: str) -> random.Random:
     return random.Random(f"{SEED}-{salt}")
 
 
-def leftover_processes(workdir: Path) -> list[str]:
-    """dataforge and Snakemake processes whose working directory is inside `workdir`: the
-    server, its engine and guard, chunk jobs, Snakemake itself (from /proc, so processes of
-    other runs on the machine do not count)."""
+def processes(*needles: str, workdir: Path | None = None) -> list[str]:
+    """`pid: command line` of the live processes (not this one, no zombies) whose command line
+    holds one of `needles` (any, when none is given) and, with `workdir`, whose working
+    directory is inside it (so that processes of other runs on the machine do not count)."""
     found = []
     me = os.getpid()
-    root = str(workdir.resolve())
+    root = str(workdir.resolve()) if workdir is not None else None
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         try:
-            cwd = os.readlink(entry / "cwd")
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cwd = os.readlink(entry / "cwd") if root is not None else ""
         except OSError:
             continue
-        if state == "Z" or not (cwd == root or cwd.startswith(root + "/")):
+        if state == "Z" or (needles and not any(n in cmdline for n in needles)):
             continue
-        if "dataforge" in cmdline or "snakemake" in cmdline:
-            found.append(f"{entry.name}: {cmdline[:200]}")
+        if root is not None and not (cwd == root or cwd.startswith(root + "/")):
+            continue
+        found.append(f"{entry.name}: {cmdline[:200]}")
     return found
+
+
+def engine_processes() -> list[str]:
+    """dataforge's test engines and their guards, anywhere on the machine."""
+    return processes("dataforge.dummy", "dataforge.guard")
+
+
+def vllm_processes() -> list[str]:
+    """vLLM servers and engine cores, anywhere on the machine."""
+    return processes("vllm.entrypoints", "EngineCore")
+
+
+def leftover_processes(workdir: Path) -> list[str]:
+    """dataforge and Snakemake processes of the run in `workdir`: the server, its engine and
+    guard, chunk jobs, Snakemake itself."""
+    return processes("dataforge", "snakemake", workdir=workdir)
+
+
+def wait_gone(listing: Callable[[], list[str]], timeout: float = 30.0) -> list[str]:
+    """Wait until `listing()` is empty; return what is still there after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not listing():
+            return []
+        time.sleep(0.2)
+    return listing()
 
 
 def wait_no_leftovers(workdir: Path, timeout: float = 30.0) -> list[str]:
     """Wait until no process of the run in `workdir` is left; return those still there."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not leftover_processes(workdir):
-            return []
-        time.sleep(0.2)
-    return leftover_processes(workdir)
+    return wait_gone(lambda: leftover_processes(workdir), timeout)
+
+
+def wait_no_engines(timeout: float = 20.0) -> list[str]:
+    """Wait until no test engine or guard is left; return those still there."""
+    return wait_gone(engine_processes, timeout)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def hub_env(hub: FakeHub, tmp_path: Path, token: str | None = "tok-write") -> dict[str, str]:
+    """This process's environment, pointed at the fake Hub with `token` (no real Hub setting
+    leaks in)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    return {**env, **hub.env(token), "HF_HOME": str(tmp_path / "hf-home")}
 
 
 def complete_chunks(wf: Workflow, chunk_size: int) -> set[int]:
