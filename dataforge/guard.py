@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def _kill_group(pgid: int, grace_s: float, proc: subprocess.Popen) -> None:
@@ -38,6 +39,37 @@ def _kill_group(pgid: int, grace_s: float, proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
     proc.wait()
+
+
+def running_guards(workdir: str | Path) -> list[int]:
+    """The guards still running for the run in `workdir` (their working directory; Linux
+    /proc). A serve job that Snakemake kills (SIGKILL, when a sibling chunk fails) leaves its
+    guard stopping the engine on its own for a few seconds."""
+    root = str(Path(workdir).resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            if b"dataforge.guard" not in cmdline[:3]:
+                continue
+            cwd = os.readlink(entry / "cwd")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (cwd == root or cwd.startswith(root + "/")):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for_guards(workdir: str | Path, timeout: float = 30.0) -> list[int]:
+    """Wait until no guard of the run in `workdir` runs (each ends once its engine's process
+    group is gone: at most its grace plus a moment); return those still running."""
+    deadline = time.monotonic() + timeout
+    while (left := running_guards(workdir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 def main(argv: list[str] | None = None) -> int:
