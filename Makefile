@@ -27,9 +27,10 @@ $(DEMO_MODEL)/config.json: engine/smollm2.py
 	$(MAKE) engine
 	HF_HUB_OFFLINE=1 .venv-engine/bin/python engine/smollm2.py $(DEMO_MODEL)
 
-## demo: generate a small synthetic dataset from the prompts in data/ (results/ in this folder)
+## demo: generate a small synthetic dataset from the prompts in data/ (results/ in this folder);
+## answers of at most 256 tokens (the default is 1024) keep it to a few minutes on a CPU
 demo: $(STAMP) engine $(DEMO_MODEL)/config.json
-	$(BIN)/snakemake --cores all
+	$(BIN)/snakemake --cores all --config sampling='{max_tokens: 256}'
 	@echo
 	@echo "dataforge demo done: the dataset is in $(CURDIR)/results/"
 	@echo "  results/data/*.parquet  results/stats.json  results/README.md"

@@ -326,7 +326,7 @@ class Driver:
             raise EngineDead(f"engine exited during chunk {body['chunk']}")
         stats = chunk_stats(out, started, time.time())
         record = chunkfile.ChunkRecord(want, self.run_record(), stats)
-        table = build_chunk_table(rows, want.start, out.generations, out.errors, out.rollout_json)
+        table = build_chunk_table(rows, want.start, out)
         await asyncio.to_thread(chunkfile.write_chunk, table, record, output)
         self.chunks_done += 1
         log.info(

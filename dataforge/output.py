@@ -8,9 +8,12 @@ with its record in the footer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from dataforge.generation import ChunkRows
 
 # The columns dataforge adds (an input column of the same name is refused by the plan).
 OUTPUT_COLUMNS = ("row", "generations", "error")
@@ -26,22 +29,17 @@ GENERATION_TYPE = pa.struct(
 )
 
 
-def build_chunk_table(
-    rows: pa.Table,
-    start: int,
-    generations: list[list[dict[str, Any]]],
-    errors: list[str | None],
-    rollouts: list[str | None] | None = None,
-) -> pa.Table:
-    """Input rows plus `row`, `generations` and `error`.
+def build_chunk_table(rows: pa.Table, start: int, out: ChunkRows) -> pa.Table:
+    """Input rows plus `row`, `generations` and `error` from what they came back with.
 
-    With `rollouts` (rollout.function), the JSON of each row's rollout output is the `rollout`
-    column instead of `generations` (its requests still count in the statistics).
+    With a rollout function (`out.rollout_json`), the JSON of each row's rollout output is the
+    `rollout` column instead of `generations` (its requests still count in the statistics).
     """
     n = rows.num_rows
     table = rows.append_column("row", pa.array(range(start, start + n), type=pa.int64()))
-    if rollouts is None:
-        table = table.append_column("generations", pa.array(generations, pa.list_(GENERATION_TYPE)))
+    if out.rollout_json is None:
+        generations = pa.array(out.generations, pa.list_(GENERATION_TYPE))
+        table = table.append_column("generations", generations)
     else:
-        table = table.append_column("rollout", pa.array(rollouts, pa.string()))
-    return table.append_column("error", pa.array(errors, pa.string()))
+        table = table.append_column("rollout", pa.array(out.rollout_json, pa.string()))
+    return table.append_column("error", pa.array(out.errors, pa.string()))

@@ -175,6 +175,12 @@ def prepare_service_file(workflow: Any, path: str) -> None:
     workflow.persistence.cleanup_metadata(IOFile(path))
 
 
+def on_slurm(workflow: Any) -> bool:
+    """Whether this run submits its jobs through the Slurm executor (known from the DAG on)."""
+    plugin = workflow.executor_plugin
+    return plugin is not None and plugin.name == "slurm"
+
+
 def local_execution(workflow: Any) -> bool:
     """Whether the jobs run as processes of this Snakemake process (not through Slurm)."""
     plugin = workflow.executor_plugin

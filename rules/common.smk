@@ -135,16 +135,10 @@ def write_serve_config():
     dfw.write_serve_config(layout.SERVE_CONFIG, CONFIG, workflow.basedir)
 
 
-def on_slurm():
-    """Whether this run submits its jobs through the Slurm executor (known from onstart on)."""
-    plugin = workflow.executor_plugin
-    return plugin is not None and plugin.name == "slurm"
-
-
 def check_slurm_site():
     """With the Slurm executor: stop before anything runs when the site needs an account or
     partition that the profile does not set (see dataforge/slurm.py)."""
-    if not on_slurm():
+    if not compat.on_slurm(workflow):
         return
     settings = workflow.resource_settings
     given = set(settings.default_resources or {})
@@ -162,7 +156,7 @@ def check_slurm_site():
 
 def cancel_leftover_slurm_jobs():
     """After an error or Ctrl-C with the Slurm executor: cancel group jobs still running."""
-    if not on_slurm():
+    if not compat.on_slurm(workflow):
         return
     from dataforge.slurm import cancel_leftover_jobs
 

@@ -13,6 +13,7 @@ from conftest import write_prompts
 from dataforge import chunkfile
 from dataforge import plan as planlib
 from dataforge.errors import ConfigError, InputError, PlanMismatchError
+from dataforge.generation import ChunkRows
 from dataforge.output import build_chunk_table
 from dataforge.reader import RowReader
 from dataforge.source import describe_local, prompt_kind, resolve_local_files
@@ -126,7 +127,8 @@ def write_chunk_file(plan: dict, index: int, workdir: Path) -> Path:
     """A chunk file of `plan` (no generations) with its record, as the server writes it."""
     start, end = planlib.chunk_range(plan, index)
     rows = RowReader(plan["source"], workdir).read(start, end)
-    table = build_chunk_table(rows, start, [[]] * rows.num_rows, [None] * rows.num_rows)
+    n = rows.num_rows
+    table = build_chunk_table(rows, start, ChunkRows([[]] * n, [None] * n, [False] * n))
     key = chunkfile.expected_key(plan, index, {"model": "m"})
     path = workdir / "results" / "data" / f"chunk-{index:05d}.parquet"
     chunkfile.write_chunk(table, chunkfile.ChunkRecord(key, {}, {"rows": rows.num_rows}), path)
