@@ -51,6 +51,7 @@ bench: $(STAMP) engine
 	$(BIN)/python bench/client_overhead.py
 	$(BIN)/python bench/workflow_scale.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/gpu_schedule.py
 	$(BIN)/python bench/vllm_engine.py
 	$(BIN)/python bench/slurm_overhead.py
 

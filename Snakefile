@@ -41,19 +41,21 @@ rule all:
 onstart:
     handle_interrupts()
     check_slurm_site()
-    write_serve_config()
+    write_serve_config(plan_engine_slots())
     record_invocation()
+    preload_card_libraries()
     repo_id = check_hub_output()
     start_partial_publisher(repo_id)
     start_monitor(repo_id)
 
 
 onsuccess:
+    stop_engines()
     exit_promptly()
 
 
 onerror:
     cancel_leftover_slurm_jobs()
-    wait_for_engines()
+    stop_engines()
     report_interrupt()
     exit_promptly()

@@ -68,17 +68,37 @@ def bare_client(url: str, rows: int) -> None:
     asyncio.run(main())
 
 
-def dataforge_config(data: Path, url: str, size: int, per_server: int) -> dict:
+def dataforge_config(data: Path, url: str, size: int, per_server: int | None) -> dict:
+    chunks = {"size": size} if per_server is None else {"size": size, "per_server": per_server}
     return {
         "input": {"dataset": str(data)},
         "model": {"name": "bench"},
         "engine": {"kind": "endpoint", "url": url, "max_concurrent_requests": CONCURRENCY},
         "sampling": {"max_tokens": 16, "temperature": None, "seed": None},
-        "chunks": {"size": size, "per_server": per_server},
+        "chunks": chunks,
     }
 
 
-def run_dataforge(data: Path, url: str, size: int, per_server: int, rows: int) -> dict:
+EMPTY_SNAKEFILE = """
+rule all:
+    output: "done.txt"
+    shell: "touch {output}"
+"""
+
+
+def run_empty_snakemake() -> dict:
+    """Snakemake's own fixed cost on this machine: start, one job, exit (the floor of any
+    workflow, dataforge's included)."""
+    work = Path(tempfile.mkdtemp(prefix="empty-snakemake-"))
+    try:
+        (work / "Snakefile").write_text(EMPTY_SNAKEFILE)
+        cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--quiet"]
+        return {"name": "empty Snakemake run (one touch job)", **measure(cmd, cwd=work)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_dataforge(data: Path, url: str, size: int, per_server: int | None, rows: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="dataforge-bench-"))
     try:
         (work / "config.yaml").write_text(json.dumps(dataforge_config(data, url, size, per_server)))
@@ -122,6 +142,7 @@ def bench_latency(args: argparse.Namespace, data: Path, latency_ms: float) -> li
         url = f"{base}/v1"
         runs = [lambda: {"name": "bare async client", **measure(
             [sys.executable, __file__, "__bare__", url, str(args.rows)])}]  # fmt: skip
+        runs.append(run_empty_snakemake)
         if not args.no_datatrove:
             runs.append(lambda: run_datatrove(data, url, args.chunk_sizes[0], args.rows))
         for size in args.chunk_sizes:
@@ -130,6 +151,9 @@ def bench_latency(args: argparse.Namespace, data: Path, latency_ms: float) -> li
             reset(base)
             r = one()
             s = server_stats(base)
+            if r["name"].startswith("empty"):
+                results.append(r)
+                continue
             assert s["served"] == args.rows, f"{r['name']}: server answered {s['served']}"
             r["latency_ms"] = latency_ms
             r["requests_per_s"] = args.rows / r["wall_s"]
@@ -139,8 +163,11 @@ def bench_latency(args: argparse.Namespace, data: Path, latency_ms: float) -> li
                 r["window_s"] = s["window_s"]
                 r["throughput_vs_ceiling"] = args.rows / s["window_s"] / ceiling
             results.append(r)
+    bare, empty = results[0]["wall_s"], results[1]["wall_s"]
     for r in results:
-        r["wall_vs_bare"] = r["wall_s"] / results[0]["wall_s"]
+        r["wall_vs_bare"] = r["wall_s"] / bare
+        if r["name"].startswith("dataforge"):
+            r["beyond_bare_and_empty_s"] = r["wall_s"] - bare - empty
     return results
 
 
@@ -151,6 +178,7 @@ COLUMNS = [
     ("cpu_s", "CPU s", ".2f"),
     ("peak_rss_mb", "RSS MB", ".0f"),
     ("wall_vs_bare", "x bare", ".2f"),
+    ("beyond_bare_and_empty_s", "s beyond bare+empty", ".2f"),
 ]
 BUSY = [("busy", "busy", ".2f"), ("throughput_vs_ceiling", "of ceiling", ".2f")]
 
@@ -159,7 +187,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[500, 5000])
-    parser.add_argument("--per-server", type=int, default=100)
+    parser.add_argument(
+        "--per-server", type=int, default=None, help="chunks.per_server (default: the config's)"
+    )
     parser.add_argument("--latency-ms", type=float, nargs="+", default=[0, 200])
     parser.add_argument("--no-datatrove", action="store_true")
     parser.add_argument("--out", type=Path, default=None)

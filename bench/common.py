@@ -83,7 +83,28 @@ def measure(cmd: list[str], cwd: Path | None = None, env: dict | None = None) ->
     return json.loads(out.stdout)
 
 
+def _adopt_orphans() -> None:
+    """Make this process the reaper of its descendants' orphans (Linux PR_SET_CHILD_SUBREAPER),
+    so that a process the run detaches (a local run's engine slot servers) counts in the CPU
+    time and peak memory measured, as a child of this process."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+
+
+def _reap_orphans(timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.05)
+
+
 def _measure(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> dict:
+    _adopt_orphans()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as err:
@@ -94,9 +115,53 @@ def _measure(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -
             err.seek(0)
             raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{err.read()[-3000:]}")
     wall = time.perf_counter() - t0
+    _reap_orphans()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": after.ru_maxrss / 1024}
+
+
+def run_sampling_memory(
+    cmd: list[str], workdir: Path, every_s: float = 0.1, env: dict[str, str] | None = None
+) -> dict:
+    """Run `cmd` in `workdir` and sample, every `every_s`, the summed memory (proportional set
+    size) and the number of the processes whose working directory is inside `workdir`
+    (Snakemake, servers, engines, chunk jobs: every process of the run); return their peaks
+    and the wall time."""
+    root = str(workdir.resolve())
+    peak_mb = peak_n = 0.0
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    while proc.poll() is None:
+        total, n = 0, 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cwd = os.readlink(entry / "cwd")
+                if not (cwd == root or cwd.startswith(root + "/")):
+                    continue
+                rollup = (entry / "smaps_rollup").read_text()
+            except OSError:
+                continue
+            # PSS, not RSS: a process just forked (every job Snakemake starts) shares all its
+            # parent's pages until it execs; RSS would count them twice.
+            pss = next((ln for ln in rollup.splitlines() if ln.startswith("Pss:")), None)
+            if pss is None:
+                continue
+            total += int(pss.split()[1]) * 1024
+            n += 1
+        peak_mb, peak_n = max(peak_mb, total / 2**20), max(peak_n, n)
+        time.sleep(every_s)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-3000:]}")
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "peak_sum_rss_mb": peak_mb,
+        "peak_processes": peak_n,
+    }
 
 
 def snakemake_command(configfile: str, *extra: str) -> list[str]:

@@ -1,8 +1,10 @@
 """Memory against input size: a chunk's server on inputs of 100,000 and 2,000,000 rows with the
-same chunk size must stay flat (at most 1.2x apart), and datatrove on the same inputs.
+same chunk size must stay flat (at most 1.2x apart), and datatrove on the same inputs; and a
+whole run's memory against its size: every process of a run of 8,000 and of 100,000 rows (16
+and 200 chunks of 500, the default config, on the dummy engine), summed, at most 1.3x apart.
 
     .venv/bin/python bench/memory.py [--rows 100000 2000000] [--chunk 500] [--no-datatrove]
-        [--out FILE]
+        [--run-rows 8000 100000] [--out FILE]
 
 For each input size (Parquet, row groups of 10,000 rows): dataforge plans the whole input and
 runs its first chunk only (`snakemake results/data/chunk-00000.parquet`) on the zero-latency
@@ -30,6 +32,7 @@ from common import (
     datatrove_command,
     loopback_server,
     measure,
+    run_sampling_memory,
     snakemake_command,
     table,
     write_prompt_parquet,
@@ -43,7 +46,7 @@ def run_dataforge(data: Path, url: str, chunk: int) -> dict:
         (work / "config.yaml").write_text(json.dumps(dataforge_config(data, url, chunk, 1)))
         plan = measure(snakemake_command("config.yaml", "results/plan.json"), cwd=work)
         run = measure(snakemake_command("config.yaml", "results/data/chunk-00000.parquet"), work)
-        log = (work / "logs" / "serve_model" / "00000.log").read_text()
+        log = "".join(p.read_text() for p in (work / "logs" / "serve_model").glob("*.log"))
         server = float(re.search(r"peak RSS (\d+) MB", log)[1])
         return {"plan_rss_mb": plan["peak_rss_mb"], "server_rss_mb": server,
                 "tree_rss_mb": run["peak_rss_mb"], "run_s": run["wall_s"]}  # fmt: skip
@@ -61,11 +64,30 @@ def run_datatrove(data: Path, url: str, chunk: int) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def run_whole(rows: int, chunk: int) -> dict:
+    """A whole run of `rows` rows (the default config but the dummy engine, 16-token answers),
+    with the summed RSS of all its processes sampled."""
+    work = Path(tempfile.mkdtemp(prefix="dataforge-run-mem-"))
+    try:
+        data = write_prompt_parquet(work / "prompts.parquet", rows)
+        config = {"input": {"dataset": str(data)}, "model": {"name": "bench"},
+                  "engine": {"kind": "dummy", "dummy": {"completion_tokens": 16}},
+                  "chunks": {"size": chunk}}  # fmt: skip
+        (work / "config.yaml").write_text(json.dumps(config))
+        m = run_sampling_memory(snakemake_command("config.yaml"), work)
+        stats = json.loads((work / "results" / "stats.json").read_text())
+        assert stats["rows"] == rows and stats["rows_failed"] == 0, stats
+        return {"rows": rows, "chunks": stats["chunks"], **m}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 2_000_000])
     parser.add_argument("--chunk", type=int, default=500)
     parser.add_argument("--no-datatrove", action="store_true")
+    parser.add_argument("--run-rows", type=int, nargs="+", default=[8_000, 100_000])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     results = []
@@ -87,7 +109,16 @@ def main() -> None:
         ("tree_rss_mb", "largest process", ".0f"), ("datatrove_rss_mb", "datatrove", ".0f"),
     ]))  # fmt: skip
     print("largest / smallest input: " + ", ".join(f"{k} x{v:.2f}" for k, v in growth.items()))
-    write_results("memory", {"chunk": args.chunk, "results": results, "growth": growth}, args.out)
+    runs = [run_whole(rows, args.chunk) for rows in args.run_rows]
+    run_growth = runs[-1]["peak_sum_rss_mb"] / runs[0]["peak_sum_rss_mb"]
+    print(f"\nwhole runs, every process summed (peak; {args.chunk} rows per chunk)")
+    print(table(runs, [
+        ("rows", "rows", ","), ("chunks", "chunks", ","), ("wall_s", "wall s", ".1f"),
+        ("peak_sum_rss_mb", "all processes MB", ".0f"), ("peak_processes", "processes", ".0f"),
+    ]))  # fmt: skip
+    print(f"largest / smallest run: x{run_growth:.2f}")
+    write_results("memory", {"chunk": args.chunk, "results": results, "growth": growth,
+                             "runs": runs, "run_growth": run_growth}, args.out)  # fmt: skip
 
 
 if __name__ == "__main__":

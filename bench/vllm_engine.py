@@ -15,9 +15,9 @@ temperature 0.8:
 3. `datatrove`: datatrove 0.10.1's InferenceRunner (bench/peers/datatrove_run.py) against a
    server started as for `bare` (its own `vllm serve` launch needs the `vllm` CLI, which the
    CPU build's is broken), in its own environment;
-4. `dataforge, 1 server`: the whole workflow with 8 chunks and `chunks.per_server: 8`;
-5. `dataforge, 2 servers`: 8 chunks with `chunks.per_server: 4`, to count model loads (2)
-   (`--per-server 8` leaves it out: on one GPU the two servers would not fit side by side).
+4. `dataforge, 1 group`: the whole workflow with 8 chunks and `chunks.per_server: 8`;
+5. `dataforge, 2 groups`: 8 chunks with `chunks.per_server: 4`: the second group uses the
+   engine the first one loaded (one engine slot on one machine: one model load).
 Two throughputs: over the generation only (first request to last answer; for dataforge
 `stats.json`'s wall_time_s, first chunk start to last chunk end; not known for run_batch), and
 over the total time, model load included. Writes bench/results/vllm_engine.json.
@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -222,19 +221,15 @@ def run_dataforge(model: str, texts: list[str], max_tokens: int, per_server: int
         )
         total = time.perf_counter() - t0
         stats = json.loads((work / "results" / "stats.json").read_text())
-        logs = sorted((work / "logs" / "serve_model").glob("*[0-9].log"))
-        starts = [
-            float(m.group(1))
-            for p in logs
-            for m in re.finditer(r"engine ready after ([\d.]+) s", p.read_text())
-        ]
+        groups = len(list((work / "logs" / "serve_model").glob("*[0-9].log")))
+        starts = [e["startup_s"] for e in stats["engines"] if e["startup_s"] is not None]
         ok = True
         return {
-            "name": f"dataforge, {len(logs)} server(s), per_server {per_server}",
+            "name": f"dataforge, {groups} group(s), per_server {per_server}",
             "wall_s": stats["wall_time_s"],
             "completion_tokens": stats["completion_tokens"]["total"],
             "rows_failed": stats["rows_failed"],
-            "model_loads": len(starts),
+            "model_loads": stats["model_loads"],
             "server_start_s": max(starts),
             "total_s": total,
         }

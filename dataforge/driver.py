@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import resource
 import signal
@@ -37,15 +38,18 @@ from dataforge.chunkstats import chunk_stats
 from dataforge.client import EngineClient, EngineDead
 from dataforge.engine_process import EngineFailed, EngineProcess
 from dataforge.engines import (
+    EngineSpec,
     effective_sampling,
     engine_settings,
     engine_spec,
-    held_gpus,
+    kind_of,
     model_source,
 )
 from dataforge.errors import DataforgeError
 from dataforge.fitting import PromptFitter
 from dataforge.generation import generate_rows
+from dataforge.gpus import detect_gpus
+from dataforge.guard import pid_alive
 from dataforge.output import build_chunk_table
 from dataforge.reader import RowReader
 from dataforge.rollout import Rollouts
@@ -72,8 +76,12 @@ class Driver:
         engine_log: str,
         basedir: Path,
         parent: int | None = None,
+        devices: list[str] | None = None,
     ) -> None:
         self.config = config
+        # The engine's GPUs: a local run's slot's; None: this machine's visible ones (a Slurm
+        # job's allocation).
+        self.devices = devices
         self.basedir = basedir
         self.server_id = server_id
         self.name = f"server {server_id}"
@@ -84,8 +92,13 @@ class Driver:
         self.state = "starting"  # -> "ready" (accepting chunks) or "failed"
         self.error: str | None = None
         self.stop = asyncio.Event()
+        self.spec: EngineSpec | None = None
         self.engine: EngineProcess | None = None
         self._engine_start: asyncio.Task | None = None
+        # Chunks generated at once: enough to keep the engine fed across a chunk's tail, and
+        # a bound on memory whatever chunks.per_server is (each waits its turn).
+        c = config.engine.max_concurrent_requests
+        self.admit = asyncio.Semaphore(max(2, math.ceil(2 * c / config.chunks.size)))
         self._watcher: asyncio.Task | None = None
         self.client: EngineClient | None = None
         self.fitter: PromptFitter | None = None
@@ -119,8 +132,7 @@ class Driver:
         try:
             if self.config.rollout.function:  # imported before any chunk arrives
                 self.rollouts = Rollouts(self.config, [Path.cwd(), self.basedir])
-            spec = engine_spec(self.config, self.basedir)
-            self.engine = EngineProcess(spec, self.engine_log, self.name)
+            self.spec = engine_spec(self.config, self.basedir)
             self.state = "ready"
             await self.stop.wait()
             if self.state == "failed":
@@ -177,9 +189,10 @@ class Driver:
             raise ChunkFailed(f"{self.name} failed: {self.error}")
 
     async def _start_engine(self) -> None:
-        assert self.engine is not None
+        assert self.spec is not None
         e = self.config.engine
         try:
+            self.engine = await self._engine_process()
             await self.engine.start(self.settings["model"], e.startup_timeout_s, self.stop)
         except EngineFailed as err:
             self.fail(str(err))
@@ -201,15 +214,24 @@ class Driver:
         self._watcher = asyncio.create_task(self._watch_engine())
         log.info("%s: engine ready after %.1f s", self.name, time.time() - self.started)
 
+    async def _engine_process(self) -> EngineProcess:
+        """This server's engine, on its GPUs (`CUDA_VISIBLE_DEVICES`)."""
+        assert self.spec is not None
+        devices = self.devices
+        if devices is None:
+            devices = detect_gpus() if kind_of(self.config).uses_gpus else []
+        return EngineProcess(self.spec, self.engine_log, self.name, devices)
+
     async def _watch_engine(self) -> None:
         assert self.engine is not None
         self.fail(await self.engine.watch())
 
     async def watch_parent(self) -> None:
-        """Stop when the Snakemake process that started this job is gone (kill -9 of that
-        process alone, the OOM killer): no one would ever send the service its SIGTERM, and
-        the engine would hold its GPUs for good. Chunks in flight are redone by the rerun."""
-        while os.getppid() == self.parent:
+        """Stop when the Snakemake process of the run is gone (kill -9 of that process alone,
+        the OOM killer): no one would ever send the server its SIGTERM, and the engine would
+        hold its GPUs for good. Chunks in flight are redone by the rerun. (A serve job's parent
+        is that process; a slot server's is the serve job that started it, which ends first.)"""
+        while pid_alive(self.parent):
             await asyncio.sleep(PARENT_CHECK_S)
         log.error(
             "%s: the Snakemake process %d that started it is gone; stopping",
@@ -283,7 +305,7 @@ class Driver:
             "server_started": self.started,
             **self.engine.settings(),
             "engine": engine_settings(self.config),
-            "gpus": held_gpus(self.config),
+            "gpus": len(self.engine.devices),
             "host": socket.gethostname(),
             "per_server": self.config.chunks.per_server,
             "model_source": model_source(self.config, self.basedir),
@@ -307,6 +329,13 @@ class Driver:
             stats = chunkfile.read_record(output).stats
             return {k: stats[k] for k in ("rows", "rows_failed", "seconds")}
         await self.ensure_engine()
+        async with self.admit:
+            return await self._generate(body, plan, want, progress)
+
+    async def _generate(
+        self, body: dict[str, Any], plan: dict[str, Any], want: Any, progress: dict[str, int]
+    ) -> dict:
+        output = body["output"]
         started = time.time()
         rows = await asyncio.to_thread(self.read_rows, plan, want.start, want.end)
         progress["rows"] = rows.num_rows

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import signal
+import time
 from typing import Any
 
 from aiohttp import web
@@ -39,8 +41,11 @@ class DummyEngine:
         faults: dict[str, float] | None = None,
         max_model_len: int | None = None,
         api_key: str | None = None,
+        tokens_per_s: float | None = None,
     ) -> None:
         self.latency_s = latency_s
+        self.tokens_per_s = tokens_per_s
+        self._free_at = 0.0  # with tokens_per_s: when the simulated GPU is free again
         self.max_model_len = max_model_len
         self.api_key = api_key
         self.completion_tokens = completion_tokens
@@ -54,7 +59,7 @@ class DummyEngine:
 
     def _fault_for(self, key: str, digest: bytes) -> str | None:
         """The fault to inject for this request's first attempt, if any."""
-        if key in self.seen:
+        if not any(self.faults.values()) or key in self.seen:
             return None
         self.seen.add(key)
         u = int.from_bytes(digest[8:16], "big") / 2**64
@@ -115,6 +120,11 @@ class DummyEngine:
         if fault == "malformed":
             return web.Response(body=b'{"choices": [', content_type="application/json")
         answer = self.completion(messages, max_tokens, digest, body.get("temperature"))
+        if self.tokens_per_s:  # the simulated GPU answers at most tokens_per_s, all requests
+            loop = asyncio.get_running_loop()
+            start = max(loop.time(), self._free_at)
+            self._free_at = start + answer["usage"]["completion_tokens"] / self.tokens_per_s
+            await asyncio.sleep(self._free_at - loop.time())
         if not chat:
             choice = answer["choices"][0]
             answer["object"] = "text_completion"
@@ -225,20 +235,40 @@ def make_app(engine: DummyEngine) -> web.Application:
     return app
 
 
-async def serve(host: str, port: int, engine: DummyEngine) -> None:
-    """Serve until SIGTERM or SIGINT."""
+def record(event: str, **fields: Any) -> None:
+    """Append an event of this engine's life to the file `DATAFORGE_DUMMY_RECORD` names, if set:
+    a stand-in for a GPU engine, for tests of how engines meet GPUs (which devices it saw, when
+    it started, was ready and stopped)."""
+    path = os.environ.get("DATAFORGE_DUMMY_RECORD")
+    if not path:
+        return
+    line = {"event": event, "pid": os.getpid(), "time": time.time(),
+            "devices": os.environ.get("CUDA_VISIBLE_DEVICES"), **fields}  # fmt: skip
+    with open(path, "a", encoding="utf-8") as f:  # one short write: lines never interleave
+        f.write(json.dumps(line) + "\n")
+
+
+async def serve(host: str, port: int, engine: DummyEngine, load_s: float = 0.0) -> None:
+    """Serve until SIGTERM or SIGINT; with `load_s`, start listening only after that long (a
+    model load)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    record("start", port=port)
+    if load_s:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), load_s)
     # Do not wait for requests stuck in an injected timeout when stopping.
     runner = web.AppRunner(make_app(engine), access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
+    record("ready", port=port)
     print(f"dummy engine listening on http://{host}:{port}", flush=True)
     await stop.wait()
     await runner.cleanup()
+    record("stop", port=port, requests=engine.counts["requests"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -247,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency-s", type=float, default=0.0)
+    parser.add_argument("--load-s", type=float, default=0.0, help="seconds before it listens")
+    parser.add_argument("--tokens-per-s", type=float, default=None, help="throughput ceiling")
     parser.add_argument("--completion-tokens", type=int, default=None)
     parser.add_argument("--reject-marker", default=None)
     parser.add_argument("--faults", default="{}", help="JSON: fraction per fault kind")
@@ -262,8 +294,9 @@ def main(argv: list[str] | None = None) -> None:
         faults=json.loads(args.faults),
         max_model_len=args.max_model_len,
         api_key=os.environ[args.api_key_env] if args.api_key_env else None,
+        tokens_per_s=args.tokens_per_s,
     )
-    asyncio.run(serve(args.host, args.port, engine))
+    asyncio.run(serve(args.host, args.port, engine, args.load_s))
 
 
 if __name__ == "__main__":

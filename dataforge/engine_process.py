@@ -1,9 +1,10 @@
 """The engine of one serve job: started on first use, watched, probed, stopped.
 
-A managed engine (vLLM, the dummy) runs under `dataforge.guard` in a process group of its own:
-it dies with the serve job, however that ends. An `endpoint` engine is a server the user runs;
-it is only reached. What an engine kind can do (tokenize, report a version, check the served
-model) comes from its declaration in `dataforge.engines.KINDS`.
+A managed engine (vLLM, the dummy) runs under `dataforge.guard` in a process group of its own,
+pinned to its GPUs (`CUDA_VISIBLE_DEVICES`): it dies with the server that started it, however
+that ends. An `endpoint` engine is a server the user runs; it is only reached. What an engine
+kind can do (tokenize, report a version, check the served model) comes from its declaration in
+`dataforge.engines.KINDS`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -34,13 +36,24 @@ class EngineFailed(DataforgeError):
 
 
 class EngineProcess:
-    """One engine: `await start()` once, then `alive()`, `reachable()`, `stop()`."""
+    """One engine, on `devices` (GPU names; none: the CPU, or no GPU at all): `await start()`
+    once, then `alive()`, `reachable()`, `stop()`."""
 
-    def __init__(self, spec: EngineSpec, log_path: str | Path, name: str) -> None:
+    def __init__(
+        self,
+        spec: EngineSpec,
+        log_path: str | Path,
+        name: str,
+        devices: list[str] | None = None,
+    ) -> None:
         self.spec = spec
         self.log_path = str(log_path)
         self.name = name  # for log lines: "server 00001"
+        self.devices = list(devices or [])
+        if self.devices and spec.command:
+            spec.env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)
         self.guard: subprocess.Popen | None = None
+        self.started_at: float | None = None  # time.time() when its process was started
         self.ready_at: float | None = None  # time.time() when it answered
         self.version: str | None = None
         self._probe: asyncio.Future | None = None
@@ -56,6 +69,7 @@ class EngineProcess:
         """
         if self.spec.command:
             self._spawn()
+        self.started_at = time.time()
         deadline = time.monotonic() + timeout_s
         last = "no answer yet"
         async with aiohttp.ClientSession(headers=self.spec.auth_headers) as session:
@@ -89,7 +103,8 @@ class EngineProcess:
         Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         cmd = [sys.executable, "-m", "dataforge.guard", "--", *self.spec.command]
-        log.info("%s: starting engine: %s", self.name, " ".join(self.spec.command))
+        where = f"GPUs {','.join(self.devices)}" if self.devices else "no GPU"
+        log.info("%s: starting engine (%s): %s", self.name, where, " ".join(self.spec.command))
         self.guard = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -187,5 +202,12 @@ class EngineProcess:
         log.info("%s: engine stopped (exit %s)", self.name, self.guard.returncode)
 
     def settings(self) -> dict[str, Any]:
-        """What stats.json records of this engine's run."""
-        return {"engine_ready": self.ready_at, "engine_version": self.version}
+        """What a chunk's record says of the engine that made it (stats.json sums it)."""
+        return {
+            "engine_id": f"{socket.gethostname()}:{os.getpid()}:{self.started_at}",
+            "engine_started": self.started_at,
+            "engine_ready": self.ready_at,
+            "engine_version": self.version,
+            "engine_managed": bool(self.spec.command),  # started by dataforge: a model load
+            "devices": self.devices,
+        }

@@ -78,6 +78,10 @@ def dummy_spec(config: Config, basedir: Path) -> EngineSpec:
         command += ["--completion-tokens", str(dummy.completion_tokens)]
     if dummy.reject_marker:
         command += ["--reject-marker", dummy.reject_marker]
+    if dummy.load_s:
+        command += ["--load-s", str(dummy.load_s)]
+    if dummy.tokens_per_s:
+        command += ["--tokens-per-s", str(dummy.tokens_per_s)]
     base = f"http://127.0.0.1:{port}"
     return EngineSpec("dummy", base + "/v1", base + "/health", command)
 
@@ -220,11 +224,6 @@ def is_cpu_build(python: str) -> bool:
 def gpus_per_node(config: Config) -> int:
     """GPUs one server uses on each of its nodes."""
     return config.engine.gpus // config.engine.nodes
-
-
-def held_gpus(config: Config) -> int:
-    """GPUs a server of this config holds (none for an engine that uses no GPU)."""
-    return config.engine.gpus if kind_of(config).uses_gpus else 0
 
 
 def model_source(config: Config, basedir: Path) -> str:

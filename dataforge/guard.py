@@ -3,7 +3,7 @@
 `python -m dataforge.guard [--grace-s 15] -- CMD ...`
 
 The guard starts CMD in a new session and watches its own standard input, a pipe held by the
-process that started it (the serve job). When that pipe closes, however the owner ended (normal
+process that started it (the server). When that pipe closes, however the owner ended (normal
 stop, SIGTERM, kill -9 of the whole Snakemake process group), or when the guard gets SIGTERM,
 SIGINT or SIGHUP, it sends SIGTERM to the engine's process group, waits `--grace-s`, then
 SIGKILLs what is left. vLLM starts child processes and ignores a SIGTERM during start-up, so
@@ -39,6 +39,17 @@ def _kill_group(pgid: int, grace_s: float, proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
     proc.wait()
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether process `pid` runs (a zombie does not)."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def running_guards(workdir: str | Path) -> list[int]:

@@ -25,6 +25,12 @@ def _pyplot():
     return plt
 
 
+def preload() -> None:
+    """Import matplotlib now (a background thread of Snakemake's process, at the run's start):
+    the card, at the run's end, then does not wait the half second its import takes."""
+    _pyplot()
+
+
 def histogram_bins(counts: Counter[int], max_bins: int = 40) -> list[float]:
     """Bin edges over [min, max]: one bin per value when there are few distinct lengths,
     otherwise `max_bins` equal bins of whole tokens."""

@@ -61,6 +61,8 @@ class DummySettings:
     latency_s: float
     completion_tokens: int | None
     reject_marker: str | None
+    load_s: float
+    tokens_per_s: float | None
     faults: FaultSettings
 
 
@@ -83,6 +85,7 @@ class EngineSettings:
     request_timeout_s: float
     max_retries: int
     startup_timeout_s: float
+    local_servers: int | None
     dummy: DummySettings
 
     @property

@@ -9,6 +9,10 @@ changes, those tests fail here first (tests/test_snakemake_compat.py).
 - `StopOnInterrupt`: Ctrl-C, SIGINT or SIGTERM stop a local run at once, not after every
   running job has finished.
 - `prepare_service_file`: a chunk reruns alone, and never a service without its chunks.
+- `limit_resource`: a local run's engine slots bound its serve jobs without `--resources`.
+- `wait_for_groups_without_polling`: a local group ends when its jobs do, not up to a second
+  later.
+- `widen_local_pool`: every engine slot gets the threads its group needs.
 """
 
 from __future__ import annotations
@@ -173,6 +177,91 @@ def prepare_service_file(workflow: Any, path: str) -> None:
         placeholder.parent.mkdir(parents=True, exist_ok=True)
         placeholder.touch()
     workflow.persistence.cleanup_metadata(IOFile(path))
+
+
+def limit_resource(scheduler: Any, name: str, limit: int) -> None:
+    """At most `limit` of resource `name` in use at once, as `--resources name=limit` would set
+    it, from the workflow (onstart, before any job is scheduled): Snakemake 9.27.1's scheduler
+    keeps its limits in `JobScheduler.global_resources` (the capacity) and `.resources` (what is
+    free); a resource that is in neither is not limited.
+    Test: test_snakemake_compat.py::test_a_resource_limit_set_in_onstart_bounds_the_jobs.
+    """
+    scheduler.global_resources[name] = limit
+    scheduler.resources[name] = limit
+
+
+def widen_local_pool(scheduler: Any, threads: int) -> bool:
+    """Give the local executor's thread pool `threads` more workers (onstart, before any job).
+
+    Snakemake 9.27.1's local executor runs every job of a group in a thread of one pool of
+    `cores + 5` workers, plus one thread per running group (`Executor.__post_init__`,
+    `run_job`): four groups of a server and two chunks need 16, so with `--cores 8` the fourth
+    engine slot waited for threads instead of starting its group.
+    Test: tests/test_gpu_schedule.py (4 slots on `--cores 8`: 4 engines at once).
+    """
+    import concurrent.futures
+
+    executor = getattr(scheduler, "_executor", None)
+    if executor is None or not hasattr(executor, "pool") or not hasattr(executor, "workers"):
+        return False
+    executor.workers += threads
+    executor.pool = concurrent.futures.ThreadPoolExecutor(max_workers=executor.workers)
+    return True
+
+
+class _GroupWait:
+    """Snakemake 9.27.1's local executor looks at the jobs of a running group once a second
+    (`time.sleep(1)` in `Executor.run_group_job`): a group's end, and the stop of its service,
+    came up to a second late, and one more second passed before the next group. This waits on
+    the jobs' futures instead, and returns as soon as every non-service job has ended (or one
+    failed), exactly as the original does otherwise.
+    Test: test_snakemake_compat.py::test_a_group_ends_without_the_polling_second.
+    """
+
+    @staticmethod
+    def run_group_job(self: Any, job: Any) -> None:  # `self`: the local Executor
+        import concurrent.futures
+
+        from snakemake.logging import logger
+        from snakemake.shell import shell
+
+        service_futures = [self.run_single_job(j) for j in job if j.is_service]
+        normal_futures = [self.run_single_job(j) for j in job if not j.is_service]
+        pending = set(normal_futures)
+        while pending:
+            done, pending = concurrent.futures.wait(
+                pending, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for f in done:
+                ex = f.exception()
+                if ex is not None:
+                    for j in job:
+                        shell.kill(j.jobid)
+                    raise ex
+        if service_futures:
+            for j in job:
+                if j.is_service:
+                    logger.info(
+                        f"Terminating service job {j.jobid} since all consuming jobs are finished."
+                    )
+                    shell.terminate(j.jobid)
+                    logger.info(f"Service job {j.jobid} has been successfully terminated.")
+
+
+def wait_for_groups_without_polling() -> bool:
+    """Replace the local executor's once-a-second group polling (see `_GroupWait`); returns
+    whether the method replaced is the one this was written for."""
+    import inspect
+
+    from snakemake.executors.local import Executor
+
+    original = Executor.run_group_job
+    if original is _GroupWait.run_group_job:
+        return True
+    if "time.sleep(1)" not in inspect.getsource(original):
+        return False  # another Snakemake: keep its own
+    Executor.run_group_job = _GroupWait.run_group_job
+    return True
 
 
 def on_slurm(workflow: Any) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -125,12 +126,8 @@ def aggregate(chunk_files: list[str | Path], plan: dict[str, Any]) -> dict[str, 
     generation_time = sum(c["seconds"] for c in chunks)
     rows = sum(c["rows"] for c in chunks)
 
-    servers = server_runs(chunks)
-    gpu_seconds = sum(r["gpus"] * (r["last_finished"] - r["started"]) for r in servers)
-    generation_gpu_seconds = sum(
-        r["gpus"] * (r["last_finished"] - (r["engine_ready"] or r["started"])) for r in servers
-    )
-    versions = sorted({r["engine_version"] for r in servers if r["engine_version"]})
+    runs = engine_runs(chunks)
+    versions = sorted({r["engine_version"] for r in runs if r["engine_version"]})
     engines = [c["engine"] for c in chunks]
     distinct = [e for i, e in enumerate(engines) if e not in engines[:i]]
 
@@ -154,24 +151,22 @@ def aggregate(chunk_files: list[str | Path], plan: dict[str, Any]) -> dict[str, 
         "wall_time_s": wall,
         "generation_time_s": generation_time,
         "output_tokens_per_s": completion_tokens.total / wall if wall > 0 else None,
-        "output_tokens_per_s_per_gpu": (
-            completion_tokens.total / generation_gpu_seconds if generation_gpu_seconds else None
-        ),
-        "gpu_hours": gpu_seconds / 3600,
-        "servers": [
+        "model_loads": sum(r["managed"] for r in runs),
+        "engines": [
             {
-                "server": r["server"],
                 "host": r["host"],
+                "devices": r["devices"],
                 "gpus": r["gpus"],
                 "started": ts(r["started"]),
-                "startup_s": (
-                    round(r["engine_ready"] - r["started"], 3) if r["engine_ready"] else None
-                ),
+                "startup_s": round(r["loading_s"], 3) if r["loading_s"] is not None else None,
+                "generating_s": round(r["generating_s"], 3),
+                "servers": r["servers"],
                 "chunks": r["chunks"],
                 "engine_version": r["engine_version"],
             }
-            for r in servers
+            for r in runs
         ],
+        "gpu": gpu_accounting(runs, completion_tokens.total),
         "started": ts(start),
         "finished": ts(end),
         "provenance": {
@@ -209,26 +204,77 @@ def write_stats(chunk_files: list[str | Path], plan: str | Path, path: str | Pat
     write_json_atomic(path, aggregate(chunk_files, load_plan(plan)))
 
 
-def server_runs(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per server start (a group's server, or its retry or a later run's), from the
-    chunks it generated: when it started, when its engine was ready, its GPUs and its last
-    chunk's end. Sidecars written before these fields existed count as their own chunk's span."""
-    runs: dict[tuple[str, float], dict[str, Any]] = {}
+def engine_runs(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per engine started (an engine slot's, a Slurm job's, a retry's or a later
+    run's), from the chunks its server generated: its GPUs, when it started and was ready, and
+    how long its GPUs generated (the union of its chunks' generation intervals, which
+    overlap)."""
+    runs: dict[str, dict[str, Any]] = {}
+    spans: dict[str, list[tuple[float, float]]] = {}
     for c in chunks:
-        started = c["server_started"]
         run = runs.setdefault(
-            (c["server"], started),
+            c["engine_id"],
             {
-                "server": c["server"],
                 "host": c["host"],
+                "devices": c["devices"],
                 "gpus": c["gpus"],
-                "started": started,
-                "engine_ready": c["engine_ready"],
+                "managed": c["engine_managed"],
+                "started": c["engine_started"],
+                "ready": c["engine_ready"],
                 "engine_version": c["engine_version"],
+                "servers": [],
                 "chunks": 0,
                 "last_finished": c["finished"],
             },
         )
         run["chunks"] += 1
         run["last_finished"] = max(run["last_finished"], c["finished"])
-    return sorted(runs.values(), key=lambda r: (r["started"], r["server"]))
+        if c["server"] not in run["servers"]:
+            run["servers"].append(c["server"])
+        spans.setdefault(c["engine_id"], []).append((c["started"], c["finished"]))
+    for engine_id, run in runs.items():
+        run["servers"].sort()
+        run["generating_s"] = _union(spans[engine_id])
+        run["loading_s"] = (run["ready"] - run["started"]) if run["managed"] else None
+        run["allocated_s"] = run["last_finished"] - run["started"]
+    return sorted(runs.values(), key=lambda r: (r["started"], r["host"]))
+
+
+def _union(spans: list[tuple[float, float]]) -> float:
+    """The length of the union of intervals."""
+    total, end = 0.0, -math.inf
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def gpu_accounting(runs: list[dict[str, Any]], output_tokens: int) -> dict[str, Any] | None:
+    """Where the GPU time went: allocated (engine start to its last chunk), loading (start to
+    ready), generating (some chunk in flight) and idle (the rest: waiting between groups, or
+    for the chunk jobs), in GPU-seconds; efficiency is generating / allocated. None for a run
+    on no GPU (the CPU build, the dummy engine without GPUs, an endpoint)."""
+    gpu_runs = [r for r in runs if r["gpus"]]
+    if not gpu_runs:
+        return None
+    allocated = sum(r["gpus"] * r["allocated_s"] for r in gpu_runs)
+    loading = sum(r["gpus"] * (r["loading_s"] or 0.0) for r in gpu_runs)
+    generating = sum(r["gpus"] * r["generating_s"] for r in gpu_runs)
+    hours = allocated / 3600
+    return {
+        "model_loads": sum(r["managed"] for r in gpu_runs),
+        "devices": sorted({f"{r['host']}:{d}" for r in gpu_runs for d in r["devices"]}),
+        "gpu_seconds": {
+            "allocated": allocated,
+            "loading": loading,
+            "generating": generating,
+            "idle": max(0.0, allocated - loading - generating),
+        },
+        "efficiency": generating / allocated if allocated > 0 else None,
+        "gpu_hours": hours,
+        "gpu_hours_per_billion_output_tokens": (
+            hours / (output_tokens / 1e9) if output_tokens else None
+        ),
+        "output_tokens_per_gpu_second": output_tokens / generating if generating > 0 else None,
+    }

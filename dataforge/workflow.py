@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dataforge import plan as planlib
 from dataforge.config import load_schema, validate_config
 from dataforge.errors import ConfigError
 from dataforge.settings import Config
@@ -71,11 +70,6 @@ def check_plan_against_config(plan: dict[str, Any], config: Config) -> None:
         )
 
 
-def server_of(chunk: str | int, config: Config) -> str:
-    """Server id of a chunk."""
-    return planlib.server_of(chunk, config.chunks.per_server)
-
-
 def serve_resources(config: Config) -> dict[str, Any]:
     """The serve rule's GPU and node resources (the Slurm executor maps them to sbatch).
 
@@ -95,14 +89,21 @@ def serve_resources(config: Config) -> dict[str, Any]:
     }
 
 
-def write_serve_config(path: str | Path, config: Config, basedir: str | Path) -> None:
+def write_serve_config(
+    path: str | Path,
+    config: Config,
+    basedir: str | Path,
+    slots: list[list[str]] | None = None,
+) -> None:
     """Write the validated config for the serve jobs (only when it changed), with the
-    workflow's folder, where the engine environment and relative model paths are found."""
+    workflow's folder, where the engine environment and relative model paths are found, and a
+    local run's engine slots (their GPUs; None: each serve job has its own engine, as in a
+    Slurm job)."""
     import json
 
     from dataforge.atomic import write_text_atomic
 
-    data = {"config": config.as_dict(), "basedir": str(basedir)}
+    data = {"config": config.as_dict(), "basedir": str(basedir), "slots": slots}
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     path = Path(path)
     if not path.exists() or path.read_text(encoding="utf-8") != text:

@@ -1,6 +1,7 @@
 # Helpers only (no rules): configuration check, checkpoint readers and input functions.
 # Everything here runs at parse or DAG time, so it stays offline and cheap; the logic lives in
 # the dataforge package (dataforge.snakemake_compat holds every use of Snakemake internals).
+import math
 import os
 import sys
 from pathlib import Path
@@ -95,20 +96,54 @@ def get_chunk_files(pattern):
 _prepared_services = set()
 
 
-def get_service_file(wildcards):
+def engine_slots():
+    """A local run's engine slots: the GPUs of each (dataforge/gpus.py), found once, before
+    any job (a machine with too few GPUs stops the run here); None for a Slurm run, where
+    each group is a job with its own GPUs."""
+    if "slots" not in _run:
+        _run["slots"] = None
+        if workflow.is_main_process and compat.local_execution(workflow):
+            from dataforge.gpus import detect_gpus, local_slots
+
+            try:
+                _run["slots"] = local_slots(CONFIG, detect_gpus())
+            except DataforgeError as e:
+                stop_with(e)
+    return _run["slots"]
+
+
+def chunks_per_group(plan):
+    """Chunks per group (serve job): chunks.per_server, and in a local run no more than
+    spreads the chunks over every engine slot, so that no GPU idles for want of a group.
+    """
+    per_server = CONFIG.chunks.per_server
+    slots = engine_slots()
+    if not slots:
+        return per_server
+    return max(1, min(per_server, math.ceil(plan["chunks"] / len(slots))))
+
+
+def get_service_file(wildcards, plan):
     """The chunk's server's service file, as ancient() input of the chunk job, prepared for
     that once per run by the main process (a placeholder, no metadata: see
     dataforge/snakemake_compat.py). The serve config is written here only when it is missing
     (`--no-hooks`): a run refused by another run's lock builds its DAG first and must not
     change the settings of that run's servers (write_serve_config, from onstart).
     """
-    path = layout.service_file(dfw.server_of(wildcards.chunk, CONFIG))
+    group = planlib.server_of(wildcards.chunk, chunks_per_group(plan))
+    path = layout.service_file(group)
     if workflow.is_main_process and path not in _prepared_services:
         if not _prepared_services and not layout.SERVE_CONFIG.exists():
             write_serve_config()
         _prepared_services.add(path)
         compat.prepare_service_file(workflow, path)
     return ancient(path)
+
+
+def get_serve_cores(wildcards):
+    """Cores a serve job counts: none in a local run (engine slots bound the serve jobs), one
+    in a Slurm job."""
+    return 0 if compat.local_execution(workflow) else 1
 
 
 def get_chunk_inputs(wildcards):
@@ -125,14 +160,37 @@ def get_chunk_inputs(wildcards):
     why = resume.chunk_staleness(plan, index, CONTENT)
     name = layout.chunk_file(index).name
     return {
-        "service": get_service_file(wildcards),
+        "service": get_service_file(wildcards, plan),
         **mark_if_stale(name, layout.chunk_file(index), why),
     }
 
 
-def write_serve_config():
-    """Write the validated config that the serve jobs read (onstart: this run holds the lock)."""
-    dfw.write_serve_config(layout.SERVE_CONFIG, CONFIG, workflow.basedir)
+def write_serve_config(slots=None):
+    """Write the validated config that the serve jobs read (onstart: this run holds the lock),
+    with a local run's engine slots."""
+    dfw.write_serve_config(layout.SERVE_CONFIG, CONFIG, workflow.basedir, slots)
+
+
+def plan_engine_slots():
+    """A local run: at most as many serve jobs at once as there are engine slots, whatever
+    --cores is (a scheduler resource), each with the threads its group needs; returns the
+    slots (None for a Slurm run)."""
+    slots = engine_slots()
+    if slots is None:
+        return None
+    compat.limit_resource(workflow.scheduler, "dataforge_slot", len(slots))
+    compat.widen_local_pool(
+        workflow.scheduler, len(slots) * (CONFIG.chunks.per_server + 2)
+    )
+    compat.wait_for_groups_without_polling()
+    gpus = [g for slot in slots for g in slot]
+    if gpus:
+        print(
+            f"dataforge: {len(slots)} engine slot(s) on GPUs {', '.join(gpus)}; each loads "
+            "its model once",
+            file=sys.stderr,
+        )
+    return slots
 
 
 def check_slurm_site():
@@ -191,14 +249,17 @@ def handle_interrupts():
         compat.defer_sigterm(workflow.scheduler)
 
 
-def wait_for_engines():
-    """Before Snakemake exits: the engines of this run are gone. A serve job that Snakemake
-    killed (SIGKILL, after a sibling chunk failed) leaves its guard stopping the engine on its
-    own; the run ends once that is done, so that no engine outlives it."""
+def stop_engines():
+    """Before Snakemake exits: the engines of this local run are gone. The engine slots'
+    servers are stopped now (they outlive each serve job, see dataforge/slots.py); a server
+    that was killed leaves its guard stopping its engine on its own, which is waited for too,
+    so that no engine outlives the run."""
     if not compat.local_execution(workflow):
         return  # a Slurm job's engines end with the job
     from dataforge.guard import wait_for_guards
+    from dataforge.slots import stop_servers
 
+    stop_servers()
     left = wait_for_guards(Path.cwd())
     if left:
         print(f"dataforge: engine guards still running: {left}", file=sys.stderr)
@@ -265,6 +326,19 @@ def start_monitor(repo_id):
     stream = sys.stderr if progress else open(os.devnull, "w")
     _run["monitor"] = Monitor(
         Path.cwd(), repo_id, CONFIG.monitor.interval_s, stream=stream
+    ).start()
+
+
+def preload_card_libraries():
+    """Import what the card needs (matplotlib) in a background thread while the chunks are
+    generated: the card job runs in this process (force-use-threads) at the end, when every
+    second of waiting is a second of the run."""
+    import threading
+
+    from dataforge import plots
+
+    threading.Thread(
+        target=plots.preload, name="dataforge-preload", daemon=True
     ).start()
 
 

@@ -22,6 +22,11 @@ rule serve_model:
         gpu=SERVE_RESOURCES["gpu"],
         gres=SERVE_RESOURCES["gres"],
         nodes=SERVE_RESOURCES["nodes"],
+        # A local run allows as many serve jobs at once as its GPUs make engine slots
+        # (onstart sets the limit: plan_engine_slots), whatever --cores is: a serve job
+        # counts no core there (its engine is on the GPUs), one in a Slurm job.
+        dataforge_slot=1,
+        _cores=get_serve_cores,
     shell:
         "exec $DATAFORGE_PYTHON -m dataforge.serve_job --parent $PPID --server {wildcards.server}"
         " --service-file {output.service:q} --log {log.main:q} --engine-log {log.engine:q}"

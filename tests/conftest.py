@@ -159,7 +159,9 @@ class Workflow:
             str(self.configfile),
         ]
 
-    def start(self, *args: str, log: Path | None = None) -> subprocess.Popen:
+    def start(
+        self, *args: str, log: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         """Start snakemake in the background, in its own process group (so that a test can
         signal the whole run), its output appended to `log` or discarded."""
         out = open(log, "a") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with the run
@@ -169,6 +171,7 @@ class Workflow:
             stdout=out,
             stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
 
     def run(

@@ -100,6 +100,14 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def server_logs(workdir: Path) -> str:
+    """The logs of a run's servers, in one text: the serve jobs' (`00000.log`, one per group)
+    and, in a local run, the engine slots' servers' (`slot-0.log`), where the engine starts and
+    the chunks are made."""
+    folder = workdir / "logs" / "serve_model"
+    return "".join(p.read_text() for p in sorted(folder.glob("*.log")) if ".engine." not in p.name)
+
+
 def hub_env(hub: FakeHub, tmp_path: Path, token: str | None = "tok-write") -> dict[str, str]:
     """This process's environment, pointed at the fake Hub with `token` (no real Hub setting
     leaks in)."""

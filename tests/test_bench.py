@@ -34,10 +34,12 @@ def test_client_overhead(tmp_path: Path) -> None:
                    "--latency-ms", "0", "20")  # fmt: skip
     runs = result["results"]
     names = [r["name"] for r in runs]
-    assert names == 2 * ["bare async client", "datatrove 0.10.1, 100 rows/chunk (3 chunks)",
+    assert names == 2 * ["bare async client", "empty Snakemake run (one touch job)",
+                         "datatrove 0.10.1, 100 rows/chunk (3 chunks)",
                          "dataforge, 100 rows/chunk (3 chunks)"]  # fmt: skip
     for r in runs:
         assert r["wall_s"] > 0 and r["cpu_s"] > 0 and r["peak_rss_mb"] > 10
+    assert all("beyond_bare_and_empty_s" in r for r in runs if r["name"].startswith("dataforge"))
     with_latency = [r for r in runs if r["latency_ms"] == 20]
     # 300 requests at 20 ms each cannot all be served in under 20 ms, nor be more than all busy
     assert all(0 < r["busy"] <= 1.0 and r["window_s"] >= 0.02 for r in with_latency)
@@ -51,11 +53,25 @@ def test_workflow_scale(tmp_path: Path) -> None:
 
 
 def test_memory(tmp_path: Path) -> None:
-    result = bench(tmp_path, "memory", "--rows", "1000", "4000", "--chunk", "100")
+    result = bench(tmp_path, "memory", "--rows", "1000", "4000", "--chunk", "100",
+                   "--run-rows", "200", "800")  # fmt: skip
     rows = result["results"]
     assert [r["rows"] for r in rows] == [1000, 4000]
     assert all(r["server_rss_mb"] > 10 and r["datatrove_rss_mb"] > 10 for r in rows)
     assert set(result["growth"]) >= {"server_rss_mb", "plan_rss_mb", "datatrove_rss_mb"}
+    runs = result["runs"]
+    assert [r["chunks"] for r in runs] == [2, 8]
+    assert all(r["peak_sum_rss_mb"] > 50 and r["peak_processes"] >= 4 for r in runs)
+
+
+def test_gpu_schedule(tmp_path: Path) -> None:
+    result = bench(tmp_path, "gpu_schedule", "--gpus", "1", "2", "--rows", "400",
+                   "--load-s", "0.5", "--completion-tokens", "20")  # fmt: skip
+    runs = result["results"]
+    assert [(r["gpus"], r["rows"]) for r in runs] == [(1, 400), (2, 400)]
+    assert [r["model_loads"] for r in runs] == [1, 1]  # 400 rows: one chunk, one group
+    assert all(0 < r["efficiency"] <= 1 and 0 < r["ideal"] <= 1 for r in runs)
+    assert all(r["loading_gpu_s"] >= 0.45 for r in runs)
 
 
 def test_slurm_overhead(tmp_path: Path, slurm_cluster: None) -> None:
@@ -75,9 +91,9 @@ def test_vllm_engine(tmp_path: Path) -> None:
     runs = {r["name"]: r for r in result["results"]}
     assert list(runs) == [
         "bare async client, 1 server", "vLLM run_batch", "datatrove 0.10.1, 1 server",
-        "dataforge, 1 server(s), per_server 8", "dataforge, 2 server(s), per_server 4",
+        "dataforge, 1 group(s), per_server 8", "dataforge, 2 group(s), per_server 4",
     ]  # fmt: skip
-    assert [r["model_loads"] for r in runs.values()] == [1, 1, 1, 1, 2]
+    assert [r["model_loads"] for r in runs.values()] == [1, 1, 1, 1, 1]  # one slot: one load
     # every run generated for every prompt (the tiny random model rarely stops before 4)
     assert all(r["completion_tokens"] >= 16 for r in runs.values())
 

@@ -53,11 +53,11 @@ def test_stats_hold_the_exact_counts(run: Workflow) -> None:
     p = s["prompt_tokens"]
     assert (p["n"], p["total"], p["min"], p["max"]) == (118, 118 * 18, 18, 18)
     assert sum(c["hist"]) == 118 and c["hist"][s["token_histogram_bin_edges"].index(8)] == 118
-    # one server (3 chunks per server), 1 GPU asked, started once
-    [server] = s["servers"]
-    assert server["server"] == "00000" and server["gpus"] == 1 and server["chunks"] == 3
-    assert server["startup_s"] is not None and server["startup_s"] >= 0
-    assert s["gpu_hours"] > 0 and s["output_tokens_per_s_per_gpu"] > 0
+    # one server (3 chunks per server), its engine started once, on no GPU: no GPU figures
+    [engine] = s["engines"]
+    assert engine["servers"] == ["slot-0"] and engine["chunks"] == 3 and engine["gpus"] == 0
+    assert engine["startup_s"] is not None and engine["startup_s"] >= 0
+    assert s["model_loads"] == 1 and s["gpu"] is None
     assert [r["chunk"] for r in s["per_chunk"]] == ["00000", "00001", "00002"]
     assert [r["rows"] for r in s["per_chunk"]] == [20, 20, 20]
     prov = s["provenance"]

@@ -16,7 +16,7 @@ from conftest import (
     check_rows_exactly_once,
     write_prompts,
 )
-from harness import wait_no_engines
+from harness import server_logs, wait_no_engines
 
 pytestmark = pytest.mark.e2e
 
@@ -62,11 +62,12 @@ def test_full_run_writes_every_row_once_with_its_own_answer(done_run: Workflow) 
     front = yaml.safe_load(card.split("---")[1])
     assert front["configs"][0]["data_files"][0]["path"] == "data/*.parquet"
     assert front["size_categories"] == ["1K<n<10K"]
-    # One server per group of two chunks, each started once.
-    for server in ("00000", "00001"):
-        log = (wf.workdir / "logs" / "serve_model" / f"{server}.log").read_text()
-        assert log.count("engine ready") == 1
-        assert log.count("chunk 0") == 2
+    # One server per group of two chunks, one engine (the machine's one slot) loaded once.
+    logs = server_logs(wf.workdir)
+    assert logs.count("group 00000: slot 0's server") == 1
+    assert logs.count("group 00001: slot 0's server") == 1
+    assert logs.count("starting engine") == 1 and logs.count("chunk 0") == 4
+    assert wf.stats()["model_loads"] == 1
     assert wait_no_engines() == []
 
 
@@ -84,8 +85,7 @@ def test_delete_one_chunk_reruns_that_chunk_alone(done_run: Workflow) -> None:
     wf.run()
     after = {p.name: p.stat().st_mtime_ns for p in wf.chunks()}
     assert [k for k in after if after[k] != before.get(k)] == ["chunk-00002.parquet"]
-    log = (wf.workdir / "logs" / "serve_model" / "00001.log").read_text()
-    assert log.count("engine ready") == 1
+    assert server_logs(wf.workdir).count("starting engine") == 2  # the first run's, this one's
     check_rows_exactly_once(wf, 2000)
     assert wf.job_counts() == {}
 

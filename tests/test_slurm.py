@@ -264,7 +264,14 @@ def test_slurm_run_is_one_gpu_job_per_group(slurm_cluster, workflow: Workflow, t
         if line.startswith("sbatch call:")
     ]
     assert len(calls) == 2 and all("--gpus=1 " in c for c in calls), calls
-    assert (workflow.results / "stats.json").exists() and (workflow.results / "README.md").exists()
+    # each job's engine ran on exactly the GPU of its allocation (CUDA_VISIBLE_DEVICES, set by
+    # Slurm for the job step), and the card has the GPU figures
+    engines = workflow.stats()["engines"]
+    assert [len(e["devices"]) for e in engines] == [1, 1], engines
+    assert sorted(e["servers"][0] for e in engines) == ["00000", "00001"]
+    gpu = workflow.stats()["gpu"]
+    assert gpu["model_loads"] == 2 and 0 < gpu["efficiency"] <= 1
+    assert "GPU efficiency" in (workflow.results / "README.md").read_text()
     print(f"slurm run of 2 groups: {elapsed:.1f} s")
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import snakemake
@@ -118,3 +119,75 @@ def test_service_files_can_be_prepared() -> None:
     from snakemake.persistence import PersistenceBase
 
     assert "target" in inspect.signature(PersistenceBase.cleanup_metadata).parameters
+
+
+def test_a_resource_limit_set_in_onstart_bounds_the_jobs() -> None:
+    from snakemake.scheduling.job_scheduler import JobScheduler
+
+    # the scheduler's limits are these two dicts, read at every selection ...
+    assert "self.resources = copy.copy(self.global_resources)" in inspect.getsource(
+        JobScheduler.__init__
+    )
+    assert "for name in self.global_resources" in inspect.getsource(
+        JobScheduler.update_available_resources
+    )
+
+    class Scheduler:
+        def __init__(self) -> None:
+            self.global_resources, self.resources = {"_cores": 2}, {"_cores": 2}
+
+    s = Scheduler()
+    compat.limit_resource(s, "dataforge_slot", 3)
+    assert s.global_resources["dataforge_slot"] == s.resources["dataforge_slot"] == 3
+    # (that it bounds real runs: tests/test_gpu_schedule.py, engines at once <= slots)
+
+
+class _Job:
+    def __init__(self, jobid: int, service: bool = False) -> None:
+        self.jobid, self.is_service = jobid, service
+
+
+class _Executor:
+    """The parts of the local executor a group job uses: each job a future done in 50 ms."""
+
+    def __init__(self) -> None:
+        import concurrent.futures
+
+        self.pool = concurrent.futures.ThreadPoolExecutor(4)
+
+    def run_single_job(self, job: _Job):
+        return self.pool.submit(time.sleep, 0.05 if not job.is_service else 5)
+
+
+def test_a_group_ends_without_the_polling_second() -> None:
+    from snakemake.executors.local import Executor
+
+    assert "time.sleep(1)" in inspect.getsource(Executor.run_group_job)  # still polls
+    group = [_Job(1, service=True), _Job(2), _Job(3)]
+    t0 = time.monotonic()
+    Executor.run_group_job(_Executor(), group)
+    polled = time.monotonic() - t0
+    t0 = time.monotonic()
+    compat._GroupWait.run_group_job(_Executor(), group)
+    waited = time.monotonic() - t0
+    assert polled >= 1.0 and waited < 0.5, (polled, waited)
+    original = Executor.run_group_job
+    try:
+        assert compat.wait_for_groups_without_polling()
+        assert Executor.run_group_job is compat._GroupWait.run_group_job
+    finally:
+        Executor.run_group_job = original
+
+
+def test_the_local_pool_can_be_widened() -> None:
+    from snakemake.executors.local import Executor
+
+    source = inspect.getsource(Executor.__post_init__)
+    assert "workers = cores + 5" in source and "ThreadPoolExecutor" in source
+
+    class Scheduler:
+        _executor = _Executor()
+
+    Scheduler._executor.workers = 7
+    assert compat.widen_local_pool(Scheduler, 9)
+    assert Scheduler._executor.workers == 16 and Scheduler._executor.pool._max_workers == 16

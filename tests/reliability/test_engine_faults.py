@@ -114,7 +114,7 @@ def test_a_managed_engine_killed_mid_chunk_fails_fast_and_the_rerun_completes(
     )
     wf.configure(config)
     proc = wf.start()
-    serve_log = wf.workdir / "logs" / "serve_model" / "00000.log"
+    serve_log = wf.workdir / "logs" / "serve_model" / "slot-0.log"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and "engine ready" not in read(serve_log):
         time.sleep(0.1)
