@@ -8,7 +8,10 @@ changes, those tests fail here first (tests/test_snakemake_compat.py).
 - `cancel_pending_timers`: the run exits without waiting for the scheduler's last timer.
 - `StopOnInterrupt`: Ctrl-C, SIGINT or SIGTERM stop a local run at once, not after every
   running job has finished.
-- `prepare_service_file`: a chunk reruns alone, and never a service without its chunks.
+- `prepare_service_file`: a chunk reruns alone, and never a service without its chunks;
+  `quiet_service_file_notes` keeps the notes this causes off the terminal.
+- `quiet_reported_failures`: a job that failed with a `dataforge:` line gets no Snakemake
+  error report (traceback, `message: None`) under it.
 - `limit_resource`: a local run's engine slots bound its serve jobs without `--resources`.
 - `wait_for_groups_without_polling`: a local group ends when its jobs do, not up to a second
   later.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import threading
 import time
@@ -177,6 +181,98 @@ def prepare_service_file(workflow: Any, path: str) -> None:
         placeholder.parent.mkdir(parents=True, exist_ok=True)
         placeholder.touch()
     workflow.persistence.cleanup_metadata(IOFile(path))
+
+
+class _ServiceFileNotes(logging.Filter):
+    """Drops Snakemake's notes that only concern service files (see `quiet_service_file_notes`)."""
+
+    NOTES = (
+        "present when the DAG was created",  # jobs.py, every run
+        "provenance/metadata so that",  # workflow.py, `-n` and reruns
+        "Missing metadata for file",  # report/__init__.py, `--report`
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if not any(note in text for note in self.NOTES):
+            return True
+        if "Rules with missing metadata:" in text:
+            return text.rsplit(":", 1)[1].split() != ["serve_model"]
+        paths = re.findall(r"[\w./-]*results/[\w./-]+", text)
+        return not paths or any("/.serve/" not in p for p in paths)
+
+
+def quiet_service_file_notes() -> bool:
+    """Keep off the terminal the notes Snakemake 9.27.1 prints about the service files that
+    `prepare_service_file` makes without metadata: "the following output files of rule
+    serve_model were not present when the DAG was created" (every run), "N jobs have missing
+    provenance/metadata … serve_model" (`-n`, reruns) and "Missing metadata for file
+    results/.serve/server-N.json … non critical" (`--report`, once per group). A note that
+    names any other file or rule is kept. Returns whether the filter was added (once).
+    Test: test_snakemake_compat.py::test_service_file_notes_are_dropped_and_others_kept.
+    """
+    from snakemake.logging import logger
+
+    if any(isinstance(f, _ServiceFileNotes) for f in logger.filters):
+        return False
+    logger.addFilter(_ServiceFileNotes())
+    return True
+
+
+class _ReportedFailures(logging.Filter):
+    """Drops Snakemake's report of a job failure that dataforge already reported in one line
+    (see `quiet_reported_failures`); from then on, the console shows no more warnings or
+    errors, as after an interrupt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reported = False
+
+    @staticmethod
+    def _reported_in(logs: list[str]) -> bool:
+        """Whether a job's log holds dataforge's error record (its line reached the terminal)."""
+        for log in logs:
+            with contextlib.suppress(OSError), open(log.split(" ")[0], "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - (64 << 10)))
+                if b" ERROR dataforge: " in f.read():
+                    return True
+        return False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from snakemake_interface_logger_plugins.common import LogEvent
+
+        if getattr(record, "event", None) == LogEvent.JOB_ERROR:
+            if self._reported_in(list(getattr(record, "log", None) or [])):
+                self.reported = True
+                return False
+            return True
+        if record.levelno >= logging.WARNING and "JobFailed in file" in str(record.msg):
+            self.reported = True  # a `run:` job's dataforge.logs.JobFailed
+            return False
+        return not (self.reported and record.levelno >= logging.WARNING)
+
+
+def quiet_reported_failures() -> bool:
+    """Keep Snakemake 9.27.1's job error report off the console when the job already printed
+    dataforge's one-line reason: its `RuleException` traceback (a `run:` job raises
+    `JobFailed`), its "Error in rule …: message: None … log: … (check log file(s))" block and
+    the closing "Exiting because a job execution failed" / "WorkflowError: At least one job
+    did not complete successfully". Snakemake's log file (.snakemake/log/) keeps all of it;
+    a failure dataforge did not report (a job killed by a signal) is shown as before.
+    Called from onstart (the console handlers exist then). Returns whether it was added.
+    Test: test_snakemake_compat.py::test_reported_failures_get_no_snakemake_report and
+    tests/test_inputs.py::test_input_errors_stop_before_any_job_in_one_line.
+    """
+    from snakemake.logging import logger
+
+    consoles = [h for h in logger.handlers if not isinstance(h, logging.FileHandler)]
+    fresh = [h for h in consoles if not any(isinstance(f, _ReportedFailures) for f in h.filters)]
+    if fresh:
+        shared = _ReportedFailures()
+        for handler in fresh:
+            handler.addFilter(shared)
+    return bool(fresh)
 
 
 def limit_resource(scheduler: Any, name: str, limit: int) -> None:

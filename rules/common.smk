@@ -23,8 +23,22 @@ def stop_with(error):
 try:
     # `config` stays the validated dict (for lookup() in the rules); CONFIG is its typed form.
     CONFIG = dfw.check_config(config, workflow.basedir)
+    if workflow.is_main_process:
+        # A local input exists, is readable and has the columns the prompt needs (-n too).
+        from dataforge.source import check_local_input
+
+        check_local_input(
+            CONFIG.input.dataset,
+            CONFIG.input.prompt_column,
+            CONFIG.prompt.template,
+            bool(CONFIG.rollout.function),
+            [Path.cwd(), Path(workflow.basedir)],
+        )
 except DataforgeError as e:
     stop_with(e)
+
+if workflow.is_main_process:
+    compat.quiet_service_file_notes()
 
 # The interpreter running Snakemake (the workflow's venv) runs the serve jobs too.
 os.environ.setdefault("DATAFORGE_PYTHON", sys.executable)
@@ -195,19 +209,28 @@ def plan_engine_slots():
 
 def check_slurm_site():
     """With the Slurm executor: stop before anything runs when the site needs an account or
-    partition that the profile does not set (see dataforge/slurm.py)."""
+    partition that the profile does not set, or when no node of the partition can run a
+    serve job as the profile sizes it (see dataforge/slurm.py)."""
     if not compat.on_slurm(workflow):
         return
     settings = workflow.resource_settings
-    given = set(settings.default_resources or {})
-    given.update(settings.overwrite_resources.get("serve_model", {}))
+    given = {}  # the serve job's profile resources: set-resources over default-resources
+    for mapping in (
+        settings.default_resources or {},
+        settings.overwrite_resources.get("serve_model", {}),
+    ):
+        given.update({k: getattr(v, "raw", v) for k, v in mapping.items()})
     try:
-        from dataforge.slurm import check_site
+        from dataforge.engines import gpus_per_node
+        from dataforge.slurm import check_fit, check_site, serve_request
 
         check_site(
             account_set="slurm_account" in given,
             partition_set="slurm_partition" in given,
         )
+        gpus = gpus_per_node(CONFIG) if SERVE_RESOURCES["gpu"] or SERVE_RESOURCES["gres"] else 0
+        request = serve_request(given, gpus, CONFIG.engine.nodes)
+        check_fit(request, given.get("slurm_partition"))
     except DataforgeError as e:
         stop_with(e)
 
@@ -229,7 +252,9 @@ def cancel_leftover_slurm_jobs():
 def handle_interrupts():
     """Ctrl-C, SIGINT or SIGTERM: a local run stops its jobs at once (finished chunks stay);
     a Slurm run keeps Snakemake's own handling (Ctrl-C cancels the jobs), with its SIGTERM
-    made safe from a deadlock (dataforge/snakemake_compat.py)."""
+    made safe from a deadlock (dataforge/snakemake_compat.py). A job that failed with a
+    `dataforge:` line gets no Snakemake error report under it."""
+    compat.quiet_reported_failures()
     if compat.local_execution(workflow):
 
         def on_interrupt(name):
@@ -350,5 +375,11 @@ def record_invocation():
 
     write_json_atomic(
         layout.INVOCATION,
-        {"argv": sys.argv, "cwd": os.getcwd(), "time": time.time()},
+        {
+            "argv": sys.argv,
+            "cwd": workflow.rundir,  # where it was started (the working directory may differ)
+            "workdir": os.getcwd(),
+            "snakefile": str(workflow.main_snakefile),
+            "time": time.time(),
+        },
     )

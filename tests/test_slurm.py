@@ -393,6 +393,50 @@ def test_site_problems_name_what_to_set() -> None:
     assert site_problem(account_set=True, partition_set=True, **no_default) is None
 
 
+def test_a_serve_job_too_big_for_the_nodes_names_the_profile_key() -> None:
+    from dataforge.slurm import _minutes, fit_problem, serve_request
+
+    assert [_minutes(t) for t in ("infinite", "30", "2:00:00", "1-00:00:00", "45:30")] == [
+        None, 30, 120, 1440, 45.5
+    ]  # fmt: skip
+    shipped = {"cpus_per_gpu": 8, "mem_mb_per_cpu": 8000, "runtime": 720, "mem_mb": 1000}
+    one_gpu = serve_request(shipped, gpus=1, nodes=1)
+    assert (one_gpu["cpus"], one_gpu["mem_mb"]) == (8, 64000)
+    small = "8|19284|gpu:2|infinite\n"  # the test cluster's node
+    assert fit_problem(one_gpu, "debug", small) == (
+        "Slurm: a serve_model job asks 64,000 MB per node (mem_mb_per_cpu 8000 x 8 CPUs); the "
+        "nodes of partition debug have at most 19,284 MB: lower `set-resources: serve_model: "
+        "mem_mb_per_cpu` in your Slurm profile (profiles/slurm/config.yaml)"
+    )
+    four = serve_request(shipped, gpus=4, nodes=1)
+    big = "64|512000|gpu:a100:8(S:0-1)|2-00:00:00\n32|256000|gpu:4|1:00:00\n"
+    assert fit_problem(four, "gpu", big) is None
+    assert "`set-resources: serve_model: cpus_per_gpu`" in fit_problem(
+        serve_request(shipped, gpus=9, nodes=1), "gpu", "64|999999|gpu:16|infinite\n"
+    )
+    assert "asks 16 GPUs per node" in fit_problem(serve_request({}, gpus=16, nodes=1), "gpu", big)
+    assert "asks 3 nodes" in fit_problem(serve_request(shipped, gpus=4, nodes=3), "gpu", big)
+    late = serve_request({**shipped, "runtime": 4000}, gpus=4, nodes=1)
+    assert "asks a runtime of 4000 minutes; partition gpu allows 2880" in fit_problem(
+        late, "gpu", big
+    )
+    assert fit_problem(one_gpu, "debug", "") is None  # sinfo said nothing: Slurm decides
+
+
+def test_the_shipped_profile_on_a_small_node_stops_in_one_line(
+    slurm_cluster, workflow: Workflow
+) -> None:
+    """The test node has 8 CPUs and 19 GB: the shipped profile's 8 CPUs x 8,000 MB per GPU
+    cannot run there, and sbatch would reject every group with nothing in its logs."""
+    workflow.configure(base_config(write_prompts(workflow.workdir / "in.parquet", 20)))
+    t0 = time.monotonic()
+    proc = workflow.run("--profile", str(PROFILE.parent), check=False, timeout=60)
+    assert proc.returncode != 0 and time.monotonic() - t0 < 60
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("dataforge: ")]
+    assert len(lines) == 1 and "set-resources: serve_model: mem_mb_per_cpu" in lines[0], lines
+    assert "Traceback" not in proc.stderr and not (workflow.results / "plan.json").exists()
+
+
 def test_missing_slurm_commands_are_named(tmp_path: Path, monkeypatch) -> None:
     """Without Slurm's client commands the plugin would hang; dataforge names them instead."""
     from dataforge.errors import ConfigError
