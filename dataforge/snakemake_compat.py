@@ -12,6 +12,8 @@ changes, those tests fail here first (tests/test_snakemake_compat.py).
   `quiet_service_file_notes` keeps the notes this causes off the terminal.
 - `quiet_reported_failures`: a job that failed with a `dataforge:` line gets no Snakemake
   error report (traceback, `message: None`) under it.
+- `quiet_account_guess`: no account-guessing noise from the Slurm plugin on a site that needs
+  no account.
 - `limit_resource`: a local run's engine slots bound its serve jobs without `--resources`.
 - `wait_for_groups_without_polling`: a local group ends when its jobs do, not up to a second
   later.
@@ -273,6 +275,36 @@ def quiet_reported_failures() -> bool:
         for handler in fresh:
             handler.addFilter(shared)
     return bool(fresh)
+
+
+class _AccountGuess(logging.Filter):
+    """Drops the Slurm plugin's failed account guess (see `quiet_account_guess`)."""
+
+    NOTES = (
+        "No SLURM account given, trying to guess.",
+        "No account was given, not able to get a SLURM account via sacct",
+        "Unable to guess SLURM account. Trying to proceed without.",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOTES)
+
+
+def quiet_account_guess() -> bool:
+    """Keep off the terminal what snakemake-executor-plugin-slurm 2.8.0 prints when no
+    `slurm_account` is set: "No SLURM account given, trying to guess.", then, as its guess runs
+    `sacct … | tail -1` without a shell, "not able to get a SLURM account via sacct: sacct:
+    invalid option -- '1'" and "Unable to guess SLURM account. Trying to proceed without."
+    Called only where dataforge found that the site enforces no account (`dataforge.slurm`),
+    so that submitting without one is right. Returns whether the filter was added (once).
+    Test: test_snakemake_compat.py::test_the_slurm_plugins_account_guess_is_quiet.
+    """
+    from snakemake.logging import logger
+
+    if any(isinstance(f, _AccountGuess) for f in logger.filters):
+        return False
+    logger.addFilter(_AccountGuess())
+    return True
 
 
 def limit_resource(scheduler: Any, name: str, limit: int) -> None:

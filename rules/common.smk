@@ -228,6 +228,8 @@ def check_slurm_site():
             account_set="slurm_account" in given,
             partition_set="slurm_partition" in given,
         )
+        if "slurm_account" not in given:  # and the site needs none (check_site)
+            compat.quiet_account_guess()
         gpus = gpus_per_node(CONFIG) if SERVE_RESOURCES["gpu"] or SERVE_RESOURCES["gres"] else 0
         request = serve_request(given, gpus, CONFIG.engine.nodes)
         check_fit(request, given.get("slurm_partition"))

@@ -265,3 +265,26 @@ def test_reported_failures_get_no_snakemake_report(tmp_path) -> None:
     assert not run_job.filter(record(logging.ERROR, 'RuleException:\nJobFailed in file "x"'))
     assert not run_job.filter(record(logging.ERROR, "Exiting because a job execution failed"))
     assert snakemake.api is not None
+
+
+def test_the_slurm_plugins_account_guess_is_quiet() -> None:
+    import snakemake_executor_plugin_slurm as plugin
+    import snakemake_executor_plugin_slurm.accounts as accounts
+
+    source = inspect.getsource(plugin) + inspect.getsource(accounts)
+    for note in compat._AccountGuess.NOTES:  # the plugin still says each of them
+        assert note in source, note
+    assert "| tail -1" in inspect.getsource(accounts.get_account)  # and still guesses so
+
+    def kept(message: str) -> bool:
+        record = logging.LogRecord("snakemake.logging", logging.WARNING, "", 0, message, None, None)
+        return compat._AccountGuess().filter(record)
+
+    assert not kept("No SLURM account given, trying to guess.")
+    assert not kept(
+        "No account was given, not able to get a SLURM account via sacct: sacct: invalid "
+        "option -- '1'"
+    )
+    assert not kept("Unable to guess SLURM account. Trying to proceed without.")
+    assert kept("Guessed SLURM account: physics")
+    assert kept("SLURM sbatch failed. The error message was ...")
