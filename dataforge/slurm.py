@@ -237,8 +237,14 @@ def check_fit(request: dict[str, Any], partition: str | None) -> None:
         except (OSError, subprocess.TimeoutExpired):
             return ""
 
+    names = run("sinfo", "-h", "-o", "%P").split()
+    known = [n.rstrip("*") for n in names]
+    if partition and known and partition not in known:
+        raise ConfigError(
+            f"Slurm: slurm_partition {partition!r} is not a partition of this cluster "
+            f"(partitions: {', '.join(known)}): set another in {PROFILE_FILE}"
+        )
     if not partition:
-        names = run("sinfo", "-h", "-o", "%P").split()
         partition = next((n.rstrip("*") for n in names if n.endswith("*")), None)
         if partition is None:
             return

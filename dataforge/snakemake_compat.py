@@ -12,6 +12,7 @@ changes, those tests fail here first (tests/test_snakemake_compat.py).
   `quiet_service_file_notes` keeps the notes this causes off the terminal.
 - `quiet_reported_failures`: a job that failed with a `dataforge:` line gets no Snakemake
   error report (traceback, `message: None`) under it.
+- `report_sbatch_refusals`: a group job that sbatch refused says why, in one line.
 - `quiet_account_guess`: no account-guessing noise from the Slurm plugin on a site that needs
   no account.
 - `limit_resource`: a local run's engine slots bound its serve jobs without `--resources`.
@@ -26,6 +27,7 @@ import contextlib
 import logging
 import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -245,7 +247,7 @@ class _ReportedFailures(logging.Filter):
         from snakemake_interface_logger_plugins.common import LogEvent
 
         if getattr(record, "event", None) == LogEvent.JOB_ERROR:
-            if self._reported_in(list(getattr(record, "log", None) or [])):
+            if self.reported or self._reported_in(list(getattr(record, "log", None) or [])):
                 self.reported = True
                 return False
             return True
@@ -270,11 +272,44 @@ def quiet_reported_failures() -> bool:
 
     consoles = [h for h in logger.handlers if not isinstance(h, logging.FileHandler)]
     fresh = [h for h in consoles if not any(isinstance(f, _ReportedFailures) for f in h.filters)]
-    if fresh:
-        shared = _ReportedFailures()
-        for handler in fresh:
-            handler.addFilter(shared)
+    for handler in fresh:
+        handler.addFilter(_REPORTED)
     return bool(fresh)
+
+
+_REPORTED = _ReportedFailures()  # the console's filter; also told of sbatch refusals
+
+
+def report_sbatch_refusals(scheduler: Any) -> bool:
+    """Print sbatch's reason when it refuses a group job: snakemake-executor-plugin-slurm
+    2.8.0 reports it as the job's error message ("SLURM sbatch failed. The error message was
+    '…'"), but Snakemake 9.27.1's `GroupJob.log_error` drops the message of a group job and
+    prints only "Error in group …" (nor is it in the log files). The executor's
+    `print_job_error` is wrapped to print `dataforge: Slurm refused …: <reason>` first.
+    Returns whether it was wrapped (a Slurm run, once).
+    Test: tests/test_slurm.py::test_an_sbatch_refusal_reaches_the_terminal_in_one_line.
+    """
+    executor = getattr(scheduler, "_executor", None)
+    original = getattr(executor, "print_job_error", None)
+    if original is None or getattr(original, "dataforge", False):
+        return False
+
+    refused: set[str] = set()
+
+    def print_job_error(job_info: Any, msg: Any = None, **kwargs: Any) -> None:
+        text = str(msg or "")
+        match = re.search(r"SLURM sbatch failed.*?The error message was '(.*?)'", text, re.S)
+        if match:
+            reason = " ".join(match.group(1).split())
+            if reason not in refused:  # once, not once per retry
+                refused.add(reason)
+                print(f"dataforge: Slurm refused a serve job: {reason}", file=sys.stderr)
+            _REPORTED.reported = True
+        original(job_info, msg, **kwargs)
+
+    print_job_error.dataforge = True  # type: ignore[attr-defined]
+    executor.print_job_error = print_job_error
+    return True
 
 
 class _AccountGuess(logging.Filter):

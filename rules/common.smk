@@ -274,6 +274,7 @@ def handle_interrupts():
         ).install()
     else:
         compat.defer_sigterm(workflow.scheduler)
+        compat.report_sbatch_refusals(workflow.scheduler)
 
 
 def stop_engines():

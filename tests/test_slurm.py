@@ -440,6 +440,34 @@ def test_the_shipped_profile_on_a_small_node_stops_in_one_line(
     assert "Traceback" not in proc.stderr and not (workflow.results / "plan.json").exists()
 
 
+def test_an_sbatch_refusal_reaches_the_terminal_in_one_line(
+    slurm_cluster, workflow: Workflow, tmp_path: Path
+) -> None:
+    """What the checks before the run cannot know (here a node list that sbatch refuses, added by a
+    wrapper) is shown as sbatch says it, once, instead of only "Error in group …"."""
+    wrapper = tmp_path / "bin" / "sbatch"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("sbatch")} --nodelist=no-such-node "$@"\n')
+    wrapper.chmod(0o755)
+    workflow.configure(base_config(write_prompts(workflow.workdir / "in.parquet", 20)))
+    env = {**os.environ, "PATH": f"{wrapper.parent}:{os.environ['PATH']}"}
+    proc = workflow.run("--profile", str(site_profile(tmp_path / "site")), check=False, env=env)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("dataforge: ")]
+    assert len(lines) == 1 and lines[0].startswith("dataforge: Slurm refused a serve job: "), lines
+    assert "invalid node name" in lines[0].lower()
+    assert "Error in group" not in proc.stderr and "Traceback" not in proc.stderr
+    # and a partition the cluster does not have is named before any job
+    profile = site_profile(tmp_path / "site2") / "config.yaml"
+    config = yaml.safe_load(profile.read_text())
+    config["set-resources"]["serve_model"]["slurm_partition"] = "nope"
+    profile.write_text(yaml.safe_dump(config))
+    proc = workflow.run("--profile", str(profile.parent), check=False)
+    assert "dataforge: Slurm: slurm_partition 'nope' is not a partition of this cluster" in (
+        proc.stderr
+    )
+
+
 def test_missing_slurm_commands_are_named(tmp_path: Path, monkeypatch) -> None:
     """Without Slurm's client commands the plugin would hang; dataforge names them instead."""
     from dataforge.errors import ConfigError
