@@ -105,6 +105,7 @@ def test_the_card_loads_and_links_valid_figures(run: Workflow) -> None:
 def test_snakemake_report_holds_the_figures_and_tables(run: Workflow) -> None:
     proc = run.run("--report", "report.html")
     assert "Report created" in proc.stderr, proc.stderr[-2000:]
+    assert "Missing metadata" not in proc.stderr  # the service files' (snakemake_compat)
     html = (run.workdir / "report.html").read_text()
     png = base64.b64encode((run.results / "plots" / "completion_tokens.png").read_bytes())
     assert png[:200].decode() in html  # the figure itself is embedded
