@@ -186,15 +186,17 @@ def write_serve_config(slots=None):
 
 
 def plan_engine_slots():
-    """A local run: at most as many serve jobs at once as there are engine slots, whatever
-    --cores is (a scheduler resource), each with the threads its group needs; returns the
-    slots (None for a Slurm run)."""
+    """A local run: at most two serve jobs per engine slot at once (dataforge/slots.py),
+    whatever --cores is (a scheduler resource), each with the threads its group needs;
+    returns the slots (None for a Slurm run)."""
     slots = engine_slots()
     if slots is None:
         return None
-    compat.limit_resource(workflow.scheduler, "dataforge_slot", len(slots))
+    from dataforge.slots import SEATS  # the group generating on a slot and the next one
+
+    compat.limit_resource(workflow.scheduler, "dataforge_slot", SEATS * len(slots))
     compat.widen_local_pool(
-        workflow.scheduler, len(slots) * (CONFIG.chunks.per_server + 2)
+        workflow.scheduler, SEATS * len(slots) * (CONFIG.chunks.per_server + 2)
     )
     compat.wait_for_groups_without_polling()
     gpus = [g for slot in slots for g in slot]
