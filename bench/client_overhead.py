@@ -151,11 +151,11 @@ def bench_latency(args: argparse.Namespace, data: Path, latency_ms: float) -> li
             reset(base)
             r = one()
             s = server_stats(base)
+            r["latency_ms"] = latency_ms
             if r["name"].startswith("empty"):
                 results.append(r)
                 continue
             assert s["served"] == args.rows, f"{r['name']}: server answered {s['served']}"
-            r["latency_ms"] = latency_ms
             r["requests_per_s"] = args.rows / r["wall_s"]
             if latency_ms:
                 ceiling = CONCURRENCY / (latency_ms / 1000)

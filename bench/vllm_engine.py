@@ -221,7 +221,7 @@ def run_dataforge(model: str, texts: list[str], max_tokens: int, per_server: int
         )
         total = time.perf_counter() - t0
         stats = json.loads((work / "results" / "stats.json").read_text())
-        groups = len(list((work / "logs" / "serve_model").glob("*[0-9].log")))
+        groups = len(list((work / "logs" / "serve_model").glob("[0-9][0-9][0-9][0-9][0-9].log")))
         starts = [e["startup_s"] for e in stats["engines"] if e["startup_s"] is not None]
         ok = True
         return {
