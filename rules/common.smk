@@ -140,7 +140,7 @@ def chunks_per_group(plan):
 def get_service_file(wildcards, plan):
     """The chunk's server's service file, as ancient() input of the chunk job, prepared for
     that once per run by the main process (a placeholder, no metadata: see
-    dataforge/snakemake_compat.py). The serve config is written here only when it is missing
+    dataforge/snakemake_compat/). The serve config is written here only when it is missing
     (`--no-hooks`): a run refused by another run's lock builds its DAG first and must not
     change the settings of that run's servers (write_serve_config, from onstart).
     """
@@ -256,7 +256,7 @@ def cancel_leftover_slurm_jobs():
 def handle_interrupts():
     """Ctrl-C, SIGINT or SIGTERM: a local run stops its jobs at once (finished chunks stay);
     a Slurm run keeps Snakemake's own handling (Ctrl-C cancels the jobs), with its SIGTERM
-    made safe from a deadlock (dataforge/snakemake_compat.py). A job that failed with a
+    made safe from a deadlock (dataforge/snakemake_compat/). A job that failed with a
     `dataforge:` line gets no Snakemake error report under it."""
     compat.quiet_reported_failures()
     if compat.local_execution(workflow):

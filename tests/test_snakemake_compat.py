@@ -1,4 +1,4 @@
-"""The workarounds of Snakemake internals (dataforge/snakemake_compat.py): each test shows that
+"""The workarounds of Snakemake internals (dataforge/snakemake_compat/): each test shows that
 the Snakemake version in use still behaves as the workaround assumes, and that the workaround
 works. When Snakemake is upgraded, a failure here says which workaround to revisit."""
 
@@ -16,6 +16,7 @@ import pytest
 import snakemake
 
 from dataforge import snakemake_compat as compat
+from dataforge.snakemake_compat import console
 
 
 def test_the_pinned_snakemake_is_the_one_the_workarounds_target() -> None:
@@ -201,12 +202,12 @@ def test_service_file_notes_are_dropped_and_others_kept() -> None:
     import snakemake.workflow
 
     sources = [inspect.getsource(m) for m in (snakemake.jobs, snakemake.workflow, snakemake.report)]
-    for note in compat._ServiceFileNotes.NOTES:  # Snakemake still prints each of them
+    for note in console._ServiceFileNotes.NOTES:  # Snakemake still prints each of them
         assert any(note in source for source in sources), note
 
     def kept(message: str) -> bool:
         record = logging.LogRecord("snakemake.logging", logging.WARNING, "", 0, message, None, None)
-        return compat._ServiceFileNotes().filter(record)
+        return console._ServiceFileNotes().filter(record)
 
     assert not kept(
         "Warning: the following output files of rule serve_model were not present when the "
@@ -252,7 +253,7 @@ def test_reported_failures_get_no_snakemake_report(tmp_path) -> None:
         rec.__dict__.update(extra)
         return rec
 
-    quiet = compat._ReportedFailures()
+    quiet = console._ReportedFailures()
     job_error = LogEvent.JOB_ERROR
     assert quiet.filter(record(logging.ERROR, "Error in rule x", event=job_error, log=[str(other)]))
     assert quiet.filter(record(logging.WARNING, "a warning before any reported failure"))
@@ -261,7 +262,7 @@ def test_reported_failures_get_no_snakemake_report(tmp_path) -> None:
     )
     assert not quiet.filter(record(logging.ERROR, "WorkflowError:\nAt least one job did not"))
     assert quiet.filter(record(logging.INFO, "Complete log(s): .snakemake/log/x.log"))
-    run_job = compat._ReportedFailures()
+    run_job = console._ReportedFailures()
     assert not run_job.filter(record(logging.ERROR, 'RuleException:\nJobFailed in file "x"'))
     assert not run_job.filter(record(logging.ERROR, "Exiting because a job execution failed"))
     assert snakemake.api is not None
@@ -272,13 +273,13 @@ def test_the_slurm_plugins_account_guess_is_quiet() -> None:
     import snakemake_executor_plugin_slurm.accounts as accounts
 
     source = inspect.getsource(plugin) + inspect.getsource(accounts)
-    for note in compat._AccountGuess.NOTES:  # the plugin still says each of them
+    for note in console._AccountGuess.NOTES:  # the plugin still says each of them
         assert note in source, note
     assert "| tail -1" in inspect.getsource(accounts.get_account)  # and still guesses so
 
     def kept(message: str) -> bool:
         record = logging.LogRecord("snakemake.logging", logging.WARNING, "", 0, message, None, None)
-        return compat._AccountGuess().filter(record)
+        return console._AccountGuess().filter(record)
 
     assert not kept("No SLURM account given, trying to guess.")
     assert not kept(
