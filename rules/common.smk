@@ -345,6 +345,13 @@ def start_partial_publisher(repo_id):
         PartialPublisher(Path.cwd(), repo_id, every).start()
 
 
+def finish_monitor():
+    """After a successful run: the progress line says done (dataforge/monitor.py)."""
+    monitor = _run.get("monitor")
+    if monitor is not None:
+        monitor.finish()
+
+
 def start_monitor(repo_id):
     """Progress lines in the terminal and, with an output repo, a progress card on the Hub
     (dataforge/monitor.py), from a thread of this process; it reads only results/."""

@@ -63,6 +63,12 @@ def submitted(wf: Workflow, tmp_path: Path, engine: dict, **overrides: dict) -> 
     for name in ("sbatch", "sacct", "squeue", "scancel"):
         (bin_dir / name).write_text(FAKE_SBATCH if name == "sbatch" else FAKE_QUIET)
         (bin_dir / name).chmod(0o755)
+    # a site big enough for every request here: two nodes of 64 CPUs, 512 GB and 8 GPUs
+    (bin_dir / "sinfo").write_text(
+        "#!/bin/sh\ncase \"$*\" in *%P*) echo 'gpu*' ;;\n"
+        "*) echo '64|512000|gpu:8|infinite'; echo '64|512000|gpu:8|infinite' ;; esac\n"
+    )
+    (bin_dir / "sinfo").chmod(0o755)
     record = tmp_path / "sbatch.txt"
     record.unlink(missing_ok=True)
     config = base_config(
