@@ -50,6 +50,7 @@ onstart:
 
 
 onsuccess:
+    finish_monitor()
     stop_engines()
     exit_promptly()
 

@@ -93,11 +93,20 @@ def shareable_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def command_line(invocation: dict[str, Any] | None) -> str | None:
-    """`snakemake …` as it was started (recorded by the workflow's onstart)."""
+    """The command that started the run (recorded by the workflow's onstart), as a line that
+    works pasted anywhere: it changes to the directory it was started in and names the
+    Snakefile when that was not found there by default."""
     if not invocation or not invocation.get("argv"):
         return None
-    argv = ["snakemake", *invocation["argv"][1:]]
-    return shlex.join(argv)
+    argv = list(invocation["argv"])
+    args = argv[1:]
+    snakefile = invocation.get("snakefile")
+    named = any(a in ("-s", "--snakefile") or a.startswith("--snakefile=") for a in args)
+    cwd = invocation.get("cwd")
+    if snakefile and not named and cwd and Path(cwd, "Snakefile") != Path(snakefile):
+        args = ["--snakefile", snakefile, *args]
+    command = shlex.join([argv[0], *args])
+    return f"cd {shlex.quote(cwd)} && {command}" if cwd else command
 
 
 def data_configs(split: str) -> list[dict[str, Any]]:
@@ -111,7 +120,16 @@ def hub_model(settings: dict[str, Any]) -> bool:
     return settings.get("model_source") == "hub" and bool(HUB_ID.match(settings["model"]))
 
 
-def front_matter(stats: dict[str, Any], plan: dict[str, Any], settings: dict[str, Any]) -> str:
+def front_matter(
+    stats: dict[str, Any],
+    plan: dict[str, Any],
+    settings: dict[str, Any],
+    data_bytes: tuple[int, int] | None = None,
+) -> str:
+    """The card's YAML header. `data_bytes` (the chunk files' size on disk and uncompressed)
+    goes into `dataset_info` with the row count: `datasets` keys its cache of a local folder by
+    these (and by nothing else that tells two runs' `results/` apart), so without them
+    `load_dataset("<run>/results")` could return the rows of another run loaded before."""
     source = plan["source"]
     model = settings["model"]
     tags = ["synthetic", "dataforge"]
@@ -132,7 +150,16 @@ def front_matter(stats: dict[str, Any], plan: dict[str, Any], settings: dict[str
     )
     if source.get("kind") == "hub":
         front["source_datasets"] = [plan["input"]["dataset"]]
-    front["configs"] = data_configs(plan["input"]["split"])
+    split = plan["input"]["split"]
+    front["configs"] = data_configs(split)
+    if data_bytes is not None:
+        stored, uncompressed = data_bytes
+        front["dataset_info"] = {
+            "config_name": "default",
+            "splits": [{"name": split, "num_bytes": uncompressed, "num_examples": stats["rows"]}],
+            "download_size": stored,
+            "dataset_size": uncompressed,
+        }
     return yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip()
 
 
@@ -158,9 +185,11 @@ def render_card(
     config: dict[str, Any] | None = None,
     invocation: dict[str, Any] | None = None,
     repo_id: str | None = None,
+    data_bytes: tuple[int, int] | None = None,
 ) -> str:
     """The card's Markdown with YAML front matter. `figures` maps `completion` and `finish` to
-    the PNG paths relative to the card."""
+    the PNG paths relative to the card; `data_bytes`: the chunk files' size (see
+    `front_matter`)."""
     model = settings["model"]
     dataset = plan["input"]["dataset"]
     hub_input = plan["source"].get("kind") == "hub"
@@ -168,7 +197,7 @@ def render_card(
         _environment()
         .get_template("dataset_card.md.j2")
         .render(
-            front_matter=front_matter(stats, plan, settings),
+            front_matter=front_matter(stats, plan, settings, data_bytes),
             title=f"Dataset card for {repo_id}" if repo_id else "Synthetic dataset",
             model_url=f"{HUB}/{model}" if hub_model(settings) else None,
             shows_parallelism=_loads_model(settings.get("engine_kind")),
@@ -208,6 +237,18 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def data_sizes(chunks: list[str]) -> tuple[int, int]:
+    """The chunk files' bytes on disk, and uncompressed (from their Parquet metadata)."""
+    import pyarrow.parquet as pq
+
+    stored = uncompressed = 0
+    for chunk in chunks:
+        stored += Path(chunk).stat().st_size
+        meta = pq.read_metadata(chunk)
+        uncompressed += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return stored, uncompressed
+
+
 def write_card(inputs: Any, outputs: Any, repo: str | None) -> None:
     """The rule's work: figures, stats tables and the card, each written atomically.
 
@@ -242,5 +283,6 @@ def write_card(inputs: Any, outputs: Any, repo: str | None) -> None:
         config=serve.get("config"),
         invocation=_read_json(layout.INVOCATION),
         repo_id=repo,
+        data_bytes=data_sizes(inputs.chunks),
     )
     write_text_atomic(outputs.card, card)

@@ -41,7 +41,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
             f"{', '.join(allowed)})"
         )
     if error.validator == "pattern" and key == "prompt.template":
-        return f"prompt.template must contain {DOCUMENT_MARKER}"
+        return (
+            f"prompt.template must contain {DOCUMENT_MARKER} (the prompt column) or [[name]] "
+            "(an input column)"
+        )
     if error.validator == "pattern" and key.startswith("rollout."):
         return f"{key} must be 'module:name' (e.g. 'my_rollouts:rollout'), got {error.instance!r}"
     if error.validator == "pattern" and key == "engine.url":

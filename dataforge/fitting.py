@@ -13,7 +13,7 @@ from typing import Any
 
 from dataforge.client import EngineClient, RequestFailed
 from dataforge.config import DOCUMENT_MARKER
-from dataforge.prompts import PromptError
+from dataforge.prompts import PLACEHOLDER, PromptError
 
 # Tokens kept free when truncating: re-tokenizing cut text can merge differently at the cut.
 TRUNCATION_MARGIN = 8
@@ -32,7 +32,8 @@ class PromptFitter:
         return await self.client.post_json(self.root_url + path, body)
 
     async def overhead(self, settings: dict[str, Any]) -> int:
-        """Tokens of the chat template, system prompt and template text around the document.
+        """Tokens of the chat template, system prompt and template text around the document
+        (the template's other columns left out: `fit` adds them per row).
 
         Asked once per (system, template): the rows that start together share one request.
         """
@@ -41,7 +42,7 @@ class PromptFitter:
             template = settings["template"] or DOCUMENT_MARKER
             system = settings["system"]
             messages = [{"role": "system", "content": system}] if system else []
-            messages.append({"role": "user", "content": template.replace(DOCUMENT_MARKER, "")})
+            messages.append({"role": "user", "content": PLACEHOLDER.sub("", template)})
             self._overheads[key] = asyncio.ensure_future(
                 self._tokenizer(
                     "/tokenize",
@@ -60,8 +61,11 @@ class PromptFitter:
                 del self._overheads[key]  # ask again for the next row
             raise
 
-    async def fit(self, text: str, settings: dict[str, Any]) -> tuple[str, bool]:
-        """`text`, cut by tokens so that the request fits; and whether it was cut.
+    async def fit(
+        self, text: str, settings: dict[str, Any], columns: dict[str, Any] | None = None
+    ) -> tuple[str, bool]:
+        """`text`, cut by tokens so that the request fits; and whether it was cut. `columns`:
+        the row's values of the template's other columns (kept whole; only `text` is cut).
 
         Raises:
             PromptError: when even an empty document does not fit, or when the prompt does not
@@ -70,8 +74,19 @@ class PromptFitter:
         """
         budget = self.max_context - settings["sampling"]["max_tokens"]
         overhead = await self.overhead(settings)
-        if len(text.encode()) + overhead <= budget:
+        inserted = "".join(
+            str(columns[name] or "")
+            for name in PLACEHOLDER.findall(settings["template"] or "")
+            if columns and name in columns
+        )
+        if len(text.encode()) + len(inserted.encode()) + overhead <= budget:
             return text, False
+        if inserted:
+            answer = await self._tokenizer(
+                "/tokenize",
+                {"model": settings["model"], "prompt": inserted, "add_special_tokens": False},
+            )
+            overhead += len(answer["tokens"])
         answer = await self._tokenizer(
             "/tokenize", {"model": settings["model"], "prompt": text, "add_special_tokens": False}
         )

@@ -15,8 +15,15 @@ from typing import Any
 import pyarrow as pa
 
 from dataforge.client import EngineClient, EngineDead, RequestFailed
+from dataforge.config import DOCUMENT_MARKER
 from dataforge.fitting import PromptFitter
-from dataforge.prompts import PromptError, build_messages, build_payload, request_seed
+from dataforge.prompts import (
+    PromptError,
+    build_messages,
+    build_payload,
+    request_seed,
+    template_columns,
+)
 from dataforge.rollout import Generate, Rollouts
 
 
@@ -58,11 +65,18 @@ async def generate_rows(
             out.generations[i] = [g.as_dict() for g in generate.generations]
         progress["done"] += 1
 
+    template = settings["template"]
+    # The template's other columns ([[name]]); only the prompt ([[DOCUMENT]]) is ever cut.
+    inserted = template_columns(template) if prompt_kind == "text" else []
+    values = {name: rows.column(name).to_pylist() for name in inserted}
+    cut = fitter if template is None or DOCUMENT_MARKER in template else None
+
     async def one_row(i: int, prompt: Any) -> None:
+        columns = {name: values[name][i] for name in inserted}
         try:
-            if fitter is not None and prompt_kind == "text" and prompt:
-                prompt, out.truncated[i] = await fitter.fit(str(prompt), settings)
-            messages = build_messages(prompt, prompt_kind, settings["system"], settings["template"])
+            if cut is not None and prompt_kind == "text" and prompt:
+                prompt, out.truncated[i] = await cut.fit(str(prompt), settings, columns)
+            messages = build_messages(prompt, prompt_kind, settings["system"], template, columns)
         except (PromptError, RequestFailed) as e:
             out.errors[i] = str(e)
             progress["done"] += 1

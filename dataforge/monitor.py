@@ -160,6 +160,13 @@ class Monitor:
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(timeout)
 
+    def finish(self) -> None:
+        """The run succeeded: stop polling and print the last line now if the loop has not
+        (its next poll could come after the process exits)."""
+        self.stop(timeout=5)
+        if not self.finished:
+            self.poll()
+
     def loop(self) -> None:
         """Poll right away, then every `poll_s`, until stopped or the run is done."""
         while True:

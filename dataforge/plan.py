@@ -76,7 +76,6 @@ def make_plan(
         InputError, ConfigError: one line naming the dataset, column or key.
     """
     from dataforge import source as src
-    from dataforge.output import OUTPUT_COLUMNS, ROLLOUT_OUTPUT_COLUMNS
 
     files = src.resolve_local_files(dataset, [workdir, basedir])
     row_group_rows = min(max(chunk_size, 1000), 100_000)
@@ -87,12 +86,7 @@ def make_plan(
         source = src.describe_hub(dataset, config, split, revision)
     first = src.locate(source["files"][0], workdir, basedir)
     schema = src.source_schema(source["format"], first)
-    if rollout:
-        kind = "rollout"
-        src.check_output_columns(schema, ROLLOUT_OUTPUT_COLUMNS)
-    else:
-        kind = src.prompt_kind(schema, prompt_column)
-        src.check_output_columns(schema, OUTPUT_COLUMNS)
+    kind = src.check_columns(schema, prompt_column, None, rollout)
     rows_total = sum(f["rows"] for f in source["files"])
     rows = min(rows_total, max_examples) if max_examples else rows_total
     if rows == 0:

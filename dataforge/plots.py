@@ -52,8 +52,9 @@ def completion_histogram(counts: Counter[int], path: str | Path, max_tokens: int
         ax.axvline(mean, color="#DD8452", linestyle="--", label=f"mean {mean:,.1f}")
         if max_tokens and max(counts) >= 0.8 * max_tokens:
             ax.axvline(max_tokens, color="#C44E52", label=f"max_tokens {max_tokens:,}")
-        ax.legend(frameon=False)
-        ax.set_title(f"Completion length ({n:,} completions)")
+        # Above the axes, beside the title: inside, it hid the bars at max_tokens.
+        ax.legend(frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2)
+        ax.set_title(f"Completion length ({n:,} completions)", loc="left")
     else:
         ax.text(0.5, 0.5, "no completions", ha="center", va="center", transform=ax.transAxes)
         ax.set_title("Completion length")

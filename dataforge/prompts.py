@@ -1,15 +1,19 @@
 """Turn one input row into a chat request, as datatrove's generate_data.py does.
 
 The system prompt (if any) comes first; a plain string becomes the user message, through the
-`[[DOCUMENT]]` template when one is set; a message list is sent as it is. Unlike datatrove, bad
+template when one is set (`[[DOCUMENT]]`: the prompt column, `[[name]]`: the input column
+`name`, a null value as an empty string); a message list is sent as it is. Unlike datatrove, bad
 prompts do not crash the chunk: they raise `PromptError`, and the row is written with its error.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from dataforge.config import DOCUMENT_MARKER
+
+PLACEHOLDER = re.compile(r"\[\[([^\[\]]+)\]\]")
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 
@@ -22,8 +26,34 @@ class PromptError(ValueError):
         self.kind = kind
 
 
+def template_columns(template: str | None) -> list[str]:
+    """The input columns a template inserts besides the prompt (`[[name]]`), in order."""
+    names = PLACEHOLDER.findall(template or "")
+    return list(dict.fromkeys(n for n in names if f"[[{n}]]" != DOCUMENT_MARKER))
+
+
+def render(template: str, document: str, columns: dict[str, Any] | None = None) -> str:
+    """`template` with `[[DOCUMENT]]` replaced by `document` and every `[[name]]` by the row's
+    column `name` (null: empty), in one pass: inserted text is never read as a placeholder."""
+    columns = columns or {}
+
+    def value(match: re.Match) -> str:
+        if match.group(0) == DOCUMENT_MARKER:
+            return document
+        if match.group(1) not in columns:
+            return match.group(0)
+        v = columns[match.group(1)]
+        return "" if v is None else str(v)
+
+    return PLACEHOLDER.sub(value, template)
+
+
 def build_messages(
-    value: Any, kind: str, system: str | None, template: str | None
+    value: Any,
+    kind: str,
+    system: str | None,
+    template: str | None,
+    columns: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The `messages` of the chat request for one prompt value.
 
@@ -31,7 +61,8 @@ def build_messages(
         value: the prompt column's value for this row.
         kind: 'text' or 'messages' (from the plan).
         system: optional system prompt.
-        template: optional template containing `[[DOCUMENT]]` (text prompts only).
+        template: optional template with `[[DOCUMENT]]` and `[[name]]` (text prompts only).
+        columns: the row's values of the template's other columns.
 
     Raises:
         PromptError: for a null or empty prompt, or malformed messages.
@@ -51,7 +82,7 @@ def build_messages(
     if value is None or not str(value).strip():
         raise PromptError("empty_prompt", "the prompt is null or empty")
     text = str(value)
-    content = template.replace(DOCUMENT_MARKER, text) if template else text
+    content = render(template, text, columns) if template else text
     messages.append({"role": "user", "content": content})
     return messages
 

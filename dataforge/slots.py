@@ -1,8 +1,11 @@
 """Engine slots of a local run: one server per slot of GPUs, kept from group to group.
 
-A local run lets at most as many serve jobs run at once as its GPUs make slots (a scheduler
-resource, see `dataforge.snakemake_compat.limit_resource`). A serve job takes a free slot (a
-file lock, held until it exits) and hands its group to the slot's server, a process of its own
+A local run lets at most `SEATS` serve jobs per engine slot run at once (a scheduler
+resource, see `dataforge.snakemake_compat.limit_resource`): the group being generated and the
+next one, whose chunk jobs are already connected when the first group's last chunk ends, so
+that the engine never waits for Snakemake to start a group. A serve job takes a free seat of
+a slot (a file lock, held until it exits; an idle slot first) and hands its group to the
+slot's server, a process of its own
 (`python -m dataforge.slot_server`) that holds the engine, pinned to the slot's GPUs, and
 generates the chunks: the first group on the slot starts it, the next ones find it running,
 its model loaded, its connections and input readers open. So the model is loaded once per slot
@@ -10,9 +13,10 @@ for the whole run, and a group costs little more than its chunk jobs. The slot s
 to the Snakemake process of the run: they stop when it ends (`stop_servers`, from the
 workflow's onsuccess and onerror), and by themselves when it is gone (kill -9).
 
-Standard library only (the serve job imports it). Each slot has
-`results/.serve/slots/slot-K.lock` and, while its server runs, `slot-K.json`: the server's pid,
-URL, identity token and owner (the Snakemake process).
+Standard library only (the serve job imports it). Each slot has a lock per seat,
+`results/.serve/slots/slot-K.seat-S.lock`, one for starting its server, `slot-K.start.lock`,
+and, while its server runs, `slot-K.json`: the server's pid, URL, identity token and owner
+(the Snakemake process).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dataforge import layout
 from dataforge.guard import pid_alive
 
 SLOTS = layout.SERVE / "slots"
+SEATS = 2  # groups handed to one slot's server at once: the one generating and the next
 ACQUIRE_TIMEOUT_S = 120.0  # the previous group's serve job may still be ending
 START_TIMEOUT_S = 120.0  # for a slot server to publish its address
 
@@ -41,19 +46,20 @@ class SlotError(Exception):
 
 
 def acquire(count: int, timeout: float = ACQUIRE_TIMEOUT_S) -> tuple[int, Any]:
-    """Lock a free slot among `count`; return (index, the open lock file). The lock is released
-    when the file is closed or the process ends."""
+    """Lock a free seat of a slot among `count`, an idle slot first; return (slot index, the
+    open lock file). The lock is released when the file is closed or the process ends."""
     SLOTS.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
     while True:
-        for index in range(count):
-            f = open(SLOTS / f"slot-{index}.lock", "a")  # noqa: SIM115 - held while in use
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.close()
-                continue
-            return index, f
+        for seat in range(SEATS):
+            for index in range(count):
+                f = open(SLOTS / f"slot-{index}.seat-{seat}.lock", "a")  # noqa: SIM115 - held while in use
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    f.close()
+                    continue
+                return index, f
         if time.monotonic() > deadline:
             raise SlotError(f"no engine slot of {count} became free in {timeout:g} s")
         time.sleep(0.02)
@@ -93,6 +99,13 @@ def ensure_server(index: int, owner: int, logs: Path) -> dict[str, Any]:
     Raises:
         SlotError: the new server did not publish its address in time.
     """
+    SLOTS.mkdir(parents=True, exist_ok=True)
+    with open(SLOTS / f"slot-{index}.start.lock", "a") as lock:  # the slot's two seats
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _ensure_server(index, owner, logs)
+
+
+def _ensure_server(index: int, owner: int, logs: Path) -> dict[str, Any]:
     record = read_record(index)
     if record is not None and pid_alive(record.get("pid")):
         if record.get("owner") == owner:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from typing import Any
 
 from dataforge.errors import ConfigError
 
@@ -100,3 +101,154 @@ def cancel_leftover_jobs(workdir: str | os.PathLike) -> list[str]:
     if ids:
         subprocess.run(["scancel", *ids], capture_output=True, timeout=60)
     return ids
+
+
+PROFILE_FILE = "your Slurm profile (profiles/slurm/config.yaml)"
+
+
+def _minutes(limit: str) -> float | None:
+    """A Slurm time limit (`infinite`, `MM`, `HH:MM:SS`, `D-HH:MM:SS`) in minutes; None: none."""
+    limit = limit.strip()
+    if not limit or limit.lower() in ("infinite", "unlimited", "n/a"):
+        return None
+    days, _, clock = limit.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if len(parts) == 1:
+        hours, minutes, seconds = 0, parts[0], 0
+    elif len(parts) == 2:
+        hours, minutes, seconds = 0, parts[0], parts[1]
+    else:
+        hours, minutes, seconds = parts[-3:]
+    return (int(days or 0) * 24 + hours) * 60 + minutes + seconds / 60
+
+
+def _gpus(gres: str) -> int:
+    """GPUs in a node's `%G` field, e.g. `gpu:2`, `gpu:a100:4(S:0-1)`, `gpu:2,shard:8`."""
+    total = 0
+    for item in gres.split(","):
+        fields = item.split("(")[0].split(":")
+        if fields[0] == "gpu" and fields[-1].isdigit():
+            total += int(fields[-1])
+    return total
+
+
+def fit_problem(request: dict[str, Any], partition: str, nodes_text: str) -> str | None:
+    """Why a serve job's `request` cannot run on `partition`, given `sinfo -h -N -p <partition>
+    -o '%c|%m|%G|%l'` output (CPUs, memory MB, generic resources, time limit per node); None
+    when enough nodes fit it or the output says nothing. `request` holds per node: `cpus`,
+    `mem_mb`, `gpus`, and `nodes`, `runtime` (minutes) and `why` (how cpus and memory were
+    computed, naming the profile keys)."""
+    rows = []
+    for line in nodes_text.splitlines():
+        fields = line.split("|")
+        if len(fields) >= 4 and fields[0].strip().isdigit():
+            memory = fields[1].strip().rstrip("+")
+            rows.append(
+                (int(fields[0]), int(memory) if memory.isdigit() else 0, fields[2], fields[3])
+            )
+    if not rows:
+        return None
+    where = f"partition {partition}"
+    key = "set-resources: serve_model:"
+    cpus, mem, gpus = request["cpus"], request["mem_mb"], request["gpus"]
+    most_cpus = max(r[0] for r in rows)
+    if cpus > most_cpus:
+        return (
+            f"Slurm: a serve_model job asks {cpus} CPUs per node ({request['why']['cpus']}); "
+            f"the nodes of {where} have at most {most_cpus}: lower `{key} "
+            f"{request['keys']['cpus']}` in {PROFILE_FILE}"
+        )
+    most_mem = max(r[1] for r in rows)
+    if mem and mem > most_mem:
+        return (
+            f"Slurm: a serve_model job asks {mem:,} MB per node ({request['why']['mem_mb']}); "
+            f"the nodes of {where} have at most {most_mem:,} MB: lower `{key} "
+            f"{request['keys']['mem_mb']}` in {PROFILE_FILE}"
+        )
+    most_gpus = max(_gpus(r[2]) for r in rows)
+    if gpus > most_gpus:
+        return (
+            f"Slurm: a serve_model job asks {gpus} GPUs per node (engine tensor x pipeline x "
+            f"data parallel size / engine.nodes); the nodes of {where} have at most "
+            f"{most_gpus}: lower the parallel sizes or raise engine.nodes in the config"
+        )
+    fitting = [r for r in rows if r[0] >= cpus and r[1] >= mem and _gpus(r[2]) >= gpus]
+    if len(fitting) < request["nodes"]:
+        return (
+            f"Slurm: a serve_model job asks {request['nodes']} nodes with {cpus} CPUs, "
+            f"{mem:,} MB and {gpus} GPUs each; {len(fitting)} nodes of {where} have that: "
+            "lower engine.nodes in the config or the per-node request in the profile"
+        )
+    limits = [_minutes(r[3]) for r in fitting]
+    longest = None if any(m is None for m in limits) else max(limits)
+    if longest is not None and request["runtime"] and request["runtime"] > longest:
+        return (
+            f"Slurm: a serve_model job asks a runtime of {request['runtime']:g} minutes; "
+            f"{where} allows {longest:g}: lower `{key} runtime` in {PROFILE_FILE} (and "
+            "chunks.per_server with it, so that a group still finishes in time)"
+        )
+    return None
+
+
+def serve_request(resources: dict[str, Any], gpus: int, nodes: int) -> dict[str, Any]:
+    """A serve job's request per node from its profile resources (`set-resources` over
+    `default-resources`, raw values) and the engine's GPUs per node and nodes."""
+
+    def number(name: str) -> float | None:
+        value = resources.get(name)
+        try:
+            return float(value) if value is not None else None
+        except (TypeError, ValueError):
+            return None
+
+    per_gpu = number("cpus_per_gpu")
+    if per_gpu and gpus:
+        cpus = int(per_gpu * gpus)
+        why_cpus, cpu_key = f"cpus_per_gpu {per_gpu:g} x {gpus} GPUs", "cpus_per_gpu"
+    else:
+        cpus = int(number("cpus_per_task") or 1)
+        why_cpus, cpu_key = f"cpus_per_task {cpus}", "cpus_per_task"
+    per_cpu = number("mem_mb_per_cpu")
+    if per_cpu:
+        mem = int(per_cpu * cpus)
+        why_mem, mem_key = f"mem_mb_per_cpu {per_cpu:g} x {cpus} CPUs", "mem_mb_per_cpu"
+    else:
+        mem = int(number("mem_mb") or 0)
+        why_mem, mem_key = f"mem_mb {mem}", "mem_mb"
+    return {
+        "cpus": cpus,
+        "mem_mb": mem,
+        "gpus": gpus,
+        "nodes": nodes,
+        "runtime": number("runtime"),
+        "why": {"cpus": why_cpus, "mem_mb": why_mem},
+        "keys": {"cpus": cpu_key, "mem_mb": mem_key},
+    }
+
+
+def check_fit(request: dict[str, Any], partition: str | None) -> None:
+    """Raise ConfigError when no node of the partition (the given one, else the default) can
+    run a serve job (`serve_request`): sbatch would reject every group, and the plugin would
+    report only "Error in group …" with empty logs."""
+
+    def run(*cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    names = run("sinfo", "-h", "-o", "%P").split()
+    known = [n.rstrip("*") for n in names]
+    if partition and known and partition not in known:
+        raise ConfigError(
+            f"Slurm: slurm_partition {partition!r} is not a partition of this cluster "
+            f"(partitions: {', '.join(known)}): set another in {PROFILE_FILE}"
+        )
+    if not partition:
+        partition = next((n.rstrip("*") for n in names if n.endswith("*")), None)
+        if partition is None:
+            return
+    nodes = run("sinfo", "-h", "-N", "-p", partition, "-o", "%c|%m|%G|%l")
+    problem = fit_problem(request, partition, nodes)
+    if problem:
+        raise ConfigError(problem)

@@ -2,8 +2,8 @@
 
 A source is described by a plain dict (stored in `plan.json`) so that every chunk reads exactly
 the rows the plan counted (`dataforge.reader`). Parquet files and the `datasets` cache of a Hub
-input can be read by range; JSONL and CSV cannot, so the plan converts them once into a Parquet
-file beside the results.
+input can be read by range; text files (JSON, CSV, compressed or not) cannot, so the plan
+converts them once into a Parquet file beside the results.
 """
 
 from __future__ import annotations
@@ -19,16 +19,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataforge.atomic import write_atomic
 from dataforge.errors import InputError
+from dataforge.formats import SUPPORTED, convert_to_parquet, format_of
 
-FORMATS = {
-    ".parquet": "parquet",
-    ".jsonl": "json",
-    ".ndjson": "json",
-    ".json": "json",
-    ".csv": "csv",
-}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DIGEST_BYTES = 1 << 20
 
@@ -46,11 +39,6 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _format_of(path: str) -> str | None:
-    name = path.lower()
-    return next((fmt for ext, fmt in FORMATS.items() if name.endswith(ext)), None)
-
-
 def resolve_local_files(dataset: str, search_dirs: list[Path]) -> list[Path] | None:
     """Local files for `dataset`, or None when it names a Hub dataset.
 
@@ -62,40 +50,43 @@ def resolve_local_files(dataset: str, search_dirs: list[Path]) -> list[Path] | N
     is_glob = any(c in dataset for c in "*?[")
     looks_local = (
         is_glob
-        or _format_of(dataset) is not None
+        or format_of(dataset) is not None
         or dataset.startswith((".", "/", "~"))
         or not _HUB_ID.match(dataset)
     )
     expanded = os.path.expanduser(dataset)
-    bases = [Path()] if os.path.isabs(expanded) else search_dirs
+    bases = [None] if os.path.isabs(expanded) else search_dirs
     for base in bases:
-        pattern = str(base / expanded)
+        pattern = expanded if base is None else str(base / expanded)
         matches = sorted(glob.glob(pattern)) if is_glob else [pattern]
         files = [Path(m).resolve() for m in matches if os.path.isfile(m)]
         if files:
             return files
         if not is_glob and os.path.isdir(pattern):
-            files = sorted(
-                p.resolve() for p in Path(pattern).rglob("*") if p.is_file() and _format_of(p.name)
-            )
+            found = [p for p in Path(pattern).rglob("*") if p.is_file()]
+            files = sorted(p.resolve() for p in found if format_of(p.name))
             if files:
                 return files
+            raise InputError(
+                f"input.dataset: the folder {pattern} holds no file dataforge reads "
+                f"({len(found)} other files); use {SUPPORTED}"
+            )
     if looks_local:
-        where = ", ".join(str(b) for b in bases)
-        raise InputError(f"input.dataset: no file matches {dataset!r} (looked in {where})")
+        where = "" if bases == [None] else f" (looked in {', '.join(map(str, bases))})"
+        raise InputError(f"input.dataset: no file matches {dataset!r}{where}")
     return None
 
 
-def _check_same_format(files: list[Path]) -> str:
-    formats = {_format_of(str(f)) for f in files}
-    if None in formats:
-        bad = next(f for f in files if _format_of(str(f)) is None)
-        raise InputError(
-            f"input.dataset: {bad} is not a supported file type (use .parquet, .jsonl or .csv)"
-        )
-    if len(formats) > 1:
-        raise InputError(f"input.dataset: files of several types match: {sorted(formats)}")
-    return formats.pop()
+def check_readable(files: list[Path]) -> bool:
+    """Whether every file is Parquet (read as it is; else the plan converts them all).
+
+    Raises:
+        InputError: naming the first file of a type dataforge cannot read.
+    """
+    bad = [f for f in files if format_of(f) is None]
+    if bad:
+        raise InputError(f"input.dataset: {bad[0]} is not a file dataforge reads; use {SUPPORTED}")
+    return all(format_of(f) == "parquet" for f in files)
 
 
 def portable(path: str | Path, workdir: Path, basedir: Path) -> dict[str, str]:
@@ -154,20 +145,21 @@ def describe_local(
     workdir: Path = Path(),
     basedir: Path = Path(),
 ) -> dict[str, Any]:
-    """Describe local input files; JSONL and CSV are converted once to Parquet in `prepared_dir`.
+    """Describe local input files; unless all are Parquet, they are converted once into one
+    Parquet file in `prepared_dir` (dataforge.formats).
 
     Paths are recorded relative to `workdir` or `basedir` where they lie inside one (see
     `portable`), so that the run resumes after its directory moved.
     """
-    fmt = _check_same_format(files)
+    all_parquet = check_readable(files)
     originals = [_original(f, workdir, basedir) for f in files]
     fingerprint = _fingerprint([o["digest"] for o in originals])
-    if fmt == "parquet":
+    if all_parquet:
         readable = files
     else:
         target = prepared_dir / f"input-{fingerprint[:16]}.parquet"
         if not target.exists():
-            _convert_to_parquet(files, fmt, target, row_group_rows)
+            convert_to_parquet(files, target, row_group_rows)
             for old in prepared_dir.glob("input-*.parquet"):  # of an input that changed
                 if old != target:
                     old.unlink(missing_ok=True)
@@ -197,74 +189,6 @@ def describe_local(
     }
 
 
-def _open_text_reader(path: Path, fmt: str) -> pa.RecordBatchReader:
-    if fmt == "json":
-        import pyarrow.json as pajson
-
-        return pajson.open_json(path, read_options=pajson.ReadOptions(block_size=16 << 20))
-    import pyarrow.csv as pacsv
-
-    return pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=16 << 20))
-
-
-def _first_bad_utf8(path: Path) -> str:
-    """Where `path` first holds bytes that are not UTF-8 (for the error message)."""
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as e:
-                return f"{path} line {number} is not valid UTF-8 (byte {e.start + 1} of the line)"
-    return f"{path} is not valid UTF-8"
-
-
-def _check_text_columns(batch: pa.RecordBatch, path: Path) -> None:
-    """Text that is not UTF-8 stops the plan with the file, line and column: pyarrow's JSON
-    reader keeps such bytes in string columns unchecked (reading the rows fails later, in the
-    middle of the run), and its CSV reader types the whole column binary."""
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        bad = pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)
-        if not bad and pa.types.is_string(column.type):
-            try:
-                column.validate(full=True)
-            except pa.ArrowInvalid:
-                bad = True
-        if bad:
-            raise InputError(
-                f"input.dataset: column {name!r} of {_first_bad_utf8(path)}; "
-                "dataforge reads text as UTF-8"
-            )
-
-
-def _convert_to_parquet(files: list[Path], fmt: str, target: Path, row_group_rows: int) -> None:
-    """Stream JSONL/CSV files into one Parquet file, batch by batch (bounded memory)."""
-
-    def write(tmp: Path) -> None:
-        writer = None
-        try:
-            for f in files:
-                try:
-                    reader = _open_text_reader(f, fmt)
-                    for batch in reader:
-                        _check_text_columns(batch, f)
-                        if writer is None:
-                            writer = pq.ParquetWriter(tmp, batch.schema)
-                        elif not batch.schema.equals(writer.schema):
-                            raise InputError(
-                                f"input.dataset: {f} has other columns or types than {files[0]}"
-                            )
-                        writer.write_batch(batch, row_group_size=row_group_rows)
-                except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                    raise InputError(f"input.dataset: cannot read {f}: {e}") from None
-            if writer is None:
-                raise InputError(f"input.dataset: {files[0]} holds no rows")
-        finally:
-            if writer is not None:
-                writer.close()
-
-    write_atomic(target, write)
-
-
 def describe_hub(dataset: str, config: str | None, split: str, revision: str | None) -> dict:
     """Resolve a Hub dataset to a commit, prepare it once with `datasets`, describe its files."""
     try:
@@ -278,7 +202,15 @@ def describe_hub(dataset: str, config: str | None, split: str, revision: str | N
         ds = datasets.load_dataset(dataset, config, split=split, revision=sha)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"input.dataset: cannot load {dataset!r} from the Hub: {first}") from None
+        hint = ""
+        if _unreachable(e):
+            hint = (
+                "; without network, download the dataset's files elsewhere (`hf download "
+                f"{dataset} --repo-type dataset --local-dir DIR`) and set input.dataset to DIR"
+            )
+        raise InputError(
+            f"input.dataset: cannot load {dataset!r} from the Hub: {first}{hint}"
+        ) from None
     entries = []
     for cache in ds.cache_files:
         path = cache["filename"]
@@ -297,6 +229,26 @@ def describe_hub(dataset: str, config: str | None, split: str, revision: str | N
         "files": entries,
         "fingerprint": hashlib.sha256(json.dumps(identity).encode()).hexdigest(),
     }
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) says the Hub could not be reached at all."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        names = {c.__name__ for c in type(seen).__mro__}
+        if isinstance(seen, ConnectionError | TimeoutError) or names & {
+            "ConnectError",
+            "ConnectTimeout",
+            "OfflineModeIsEnabled",
+            "gaierror",
+        }:
+            return True
+        if "Name or service not known" in str(seen) or "Temporary failure in name" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def source_schema(fmt: str, path: str | Path) -> pa.Schema:
@@ -340,3 +292,60 @@ def check_output_columns(schema: pa.Schema, added: tuple[str, ...]) -> None:
             f"input.dataset: column {clash[0]!r} is reserved for dataforge's output "
             f"({', '.join(added)}); rename it in the input"
         )
+
+
+def check_columns(
+    schema: pa.Schema, prompt_column: str, template: str | None, rollout: bool
+) -> str:
+    """The prompt kind ('text', 'messages' or 'rollout') of rows with `schema`, checking the
+    prompt column, the template's columns and the columns dataforge adds.
+
+    Raises:
+        InputError, ConfigError: one line naming the column or key.
+    """
+    from dataforge.output import OUTPUT_COLUMNS, ROLLOUT_OUTPUT_COLUMNS
+
+    if rollout:
+        check_output_columns(schema, ROLLOUT_OUTPUT_COLUMNS)
+        return "rollout"
+    kind = prompt_kind(schema, prompt_column)
+    check_output_columns(schema, OUTPUT_COLUMNS)
+    check_template(schema.names, kind, prompt_column, template)
+    return kind
+
+
+def check_template(names: list[str], kind: str, prompt_column: str, template: str | None) -> None:
+    """A template needs text prompts and names only input columns.
+
+    Raises:
+        ConfigError: one line naming the key and the column.
+    """
+    from dataforge.errors import ConfigError
+    from dataforge.prompts import template_columns
+
+    if template and kind == "messages":
+        raise ConfigError(
+            "config: prompt.template cannot be used with message-list prompts (column "
+            f"{prompt_column!r} holds chat messages)"
+        )
+    missing = [c for c in template_columns(template) if c not in names]
+    if missing and kind == "text":
+        raise ConfigError(
+            f"prompt.template: [[{missing[0]}]] names no input column; the input has "
+            f"{', '.join(names)} ([[DOCUMENT]] is the prompt column)"
+        )
+
+
+def check_local_input(
+    dataset: str, prompt_column: str, template: str | None, rollout: bool, search_dirs: list[Path]
+) -> None:
+    """Before any job (parse time, `-n` too): a local input exists, is readable in its format,
+    and has the prompt column and the template's columns, from its first file's metadata or
+    first rows. A Hub input is checked by the plan (no network at parse time)."""
+    from dataforge.formats import first_schema
+
+    files = resolve_local_files(dataset, search_dirs)
+    if files is None:
+        return
+    check_readable(files)
+    check_columns(first_schema(files[0]), prompt_column, template, rollout)

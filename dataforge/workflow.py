@@ -63,11 +63,11 @@ def check_parallelism(config: Config, basedir: Path) -> None:
 
 def check_plan_against_config(plan: dict[str, Any], config: Config) -> None:
     """Checks that need both the plan and the config (run once the plan exists)."""
-    if plan["prompt_kind"] == "messages" and config.prompt.template:
-        raise ConfigError(
-            "config: prompt.template cannot be used with message-list prompts (column "
-            f"{plan['input']['prompt_column']!r} holds chat messages)"
-        )
+    from dataforge.source import check_template
+
+    check_template(
+        plan["columns"], plan["prompt_kind"], plan["input"]["prompt_column"], config.prompt.template
+    )
 
 
 def serve_resources(config: Config) -> dict[str, Any]:

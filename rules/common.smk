@@ -23,8 +23,22 @@ def stop_with(error):
 try:
     # `config` stays the validated dict (for lookup() in the rules); CONFIG is its typed form.
     CONFIG = dfw.check_config(config, workflow.basedir)
+    if workflow.is_main_process:
+        # A local input exists, is readable and has the columns the prompt needs (-n too).
+        from dataforge.source import check_local_input
+
+        check_local_input(
+            CONFIG.input.dataset,
+            CONFIG.input.prompt_column,
+            CONFIG.prompt.template,
+            bool(CONFIG.rollout.function),
+            [Path.cwd(), Path(workflow.basedir)],
+        )
 except DataforgeError as e:
     stop_with(e)
+
+if workflow.is_main_process:
+    compat.quiet_service_file_notes()
 
 # The interpreter running Snakemake (the workflow's venv) runs the serve jobs too.
 os.environ.setdefault("DATAFORGE_PYTHON", sys.executable)
@@ -126,7 +140,7 @@ def chunks_per_group(plan):
 def get_service_file(wildcards, plan):
     """The chunk's server's service file, as ancient() input of the chunk job, prepared for
     that once per run by the main process (a placeholder, no metadata: see
-    dataforge/snakemake_compat.py). The serve config is written here only when it is missing
+    dataforge/snakemake_compat/). The serve config is written here only when it is missing
     (`--no-hooks`): a run refused by another run's lock builds its DAG first and must not
     change the settings of that run's servers (write_serve_config, from onstart).
     """
@@ -172,15 +186,17 @@ def write_serve_config(slots=None):
 
 
 def plan_engine_slots():
-    """A local run: at most as many serve jobs at once as there are engine slots, whatever
-    --cores is (a scheduler resource), each with the threads its group needs; returns the
-    slots (None for a Slurm run)."""
+    """A local run: at most two serve jobs per engine slot at once (dataforge/slots.py),
+    whatever --cores is (a scheduler resource), each with the threads its group needs;
+    returns the slots (None for a Slurm run)."""
     slots = engine_slots()
     if slots is None:
         return None
-    compat.limit_resource(workflow.scheduler, "dataforge_slot", len(slots))
+    from dataforge.slots import SEATS  # the group generating on a slot and the next one
+
+    compat.limit_resource(workflow.scheduler, "dataforge_slot", SEATS * len(slots))
     compat.widen_local_pool(
-        workflow.scheduler, len(slots) * (CONFIG.chunks.per_server + 2)
+        workflow.scheduler, SEATS * len(slots) * (CONFIG.chunks.per_server + 2)
     )
     compat.wait_for_groups_without_polling()
     gpus = [g for slot in slots for g in slot]
@@ -195,19 +211,30 @@ def plan_engine_slots():
 
 def check_slurm_site():
     """With the Slurm executor: stop before anything runs when the site needs an account or
-    partition that the profile does not set (see dataforge/slurm.py)."""
+    partition that the profile does not set, or when no node of the partition can run a
+    serve job as the profile sizes it (see dataforge/slurm.py)."""
     if not compat.on_slurm(workflow):
         return
     settings = workflow.resource_settings
-    given = set(settings.default_resources or {})
-    given.update(settings.overwrite_resources.get("serve_model", {}))
+    given = {}  # the serve job's profile resources: set-resources over default-resources
+    for mapping in (
+        settings.default_resources or {},
+        settings.overwrite_resources.get("serve_model", {}),
+    ):
+        given.update({k: getattr(v, "raw", v) for k, v in mapping.items()})
     try:
-        from dataforge.slurm import check_site
+        from dataforge.engines import gpus_per_node
+        from dataforge.slurm import check_fit, check_site, serve_request
 
         check_site(
             account_set="slurm_account" in given,
             partition_set="slurm_partition" in given,
         )
+        if "slurm_account" not in given:  # and the site needs none (check_site)
+            compat.quiet_account_guess()
+        gpus = gpus_per_node(CONFIG) if SERVE_RESOURCES["gpu"] or SERVE_RESOURCES["gres"] else 0
+        request = serve_request(given, gpus, CONFIG.engine.nodes)
+        check_fit(request, given.get("slurm_partition"))
     except DataforgeError as e:
         stop_with(e)
 
@@ -229,7 +256,9 @@ def cancel_leftover_slurm_jobs():
 def handle_interrupts():
     """Ctrl-C, SIGINT or SIGTERM: a local run stops its jobs at once (finished chunks stay);
     a Slurm run keeps Snakemake's own handling (Ctrl-C cancels the jobs), with its SIGTERM
-    made safe from a deadlock (dataforge/snakemake_compat.py)."""
+    made safe from a deadlock (dataforge/snakemake_compat/). A job that failed with a
+    `dataforge:` line gets no Snakemake error report under it."""
+    compat.quiet_reported_failures()
     if compat.local_execution(workflow):
 
         def on_interrupt(name):
@@ -247,6 +276,7 @@ def handle_interrupts():
         ).install()
     else:
         compat.defer_sigterm(workflow.scheduler)
+        compat.report_sbatch_refusals(workflow.scheduler)
 
 
 def stop_engines():
@@ -315,6 +345,13 @@ def start_partial_publisher(repo_id):
         PartialPublisher(Path.cwd(), repo_id, every).start()
 
 
+def finish_monitor():
+    """After a successful run: the progress line says done (dataforge/monitor.py)."""
+    monitor = _run.get("monitor")
+    if monitor is not None:
+        monitor.finish()
+
+
 def start_monitor(repo_id):
     """Progress lines in the terminal and, with an output repo, a progress card on the Hub
     (dataforge/monitor.py), from a thread of this process; it reads only results/."""
@@ -350,5 +387,11 @@ def record_invocation():
 
     write_json_atomic(
         layout.INVOCATION,
-        {"argv": sys.argv, "cwd": os.getcwd(), "time": time.time()},
+        {
+            "argv": sys.argv,
+            "cwd": workflow.rundir,  # where it was started (the working directory may differ)
+            "workdir": os.getcwd(),
+            "snakefile": str(workflow.main_snakefile),
+            "time": time.time(),
+        },
     )

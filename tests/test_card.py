@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -104,6 +105,7 @@ def test_the_card_loads_and_links_valid_figures(run: Workflow) -> None:
 def test_snakemake_report_holds_the_figures_and_tables(run: Workflow) -> None:
     proc = run.run("--report", "report.html")
     assert "Report created" in proc.stderr, proc.stderr[-2000:]
+    assert "Missing metadata" not in proc.stderr  # the service files' (snakemake_compat)
     html = (run.workdir / "report.html").read_text()
     png = base64.b64encode((run.results / "plots" / "completion_tokens.png").read_bytes())
     assert png[:200].decode() in html  # the figure itself is embedded
@@ -141,3 +143,63 @@ def test_figures_of_a_run_without_completions(tmp_path: Path) -> None:
     out = {"completion": tmp_path / "c.png", "finish": tmp_path / "f.png"}
     write_figures(stats, Counter(), out)
     assert all(imread(p).size for p in out.values())
+
+
+def test_figure_legends_sit_outside_the_bars(tmp_path: Path, monkeypatch) -> None:
+    from collections import Counter
+
+    from dataforge import plots
+
+    drawn = []
+    save = plots._save
+
+    def keep(plt, fig, ax, xlabel, path):
+        fig.canvas.draw()
+        drawn.append((ax.get_legend().get_window_extent(), ax.get_window_extent()))
+        save(plt, fig, ax, xlabel, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    counts = Counter({n: 5 for n in range(1, 60)} | {64: 400})  # most answers hit max_tokens
+    plots.completion_histogram(counts, tmp_path / "c.png", 64)
+    [(legend, axes)] = drawn
+    assert legend.y0 >= axes.y1 - 1  # above the plotting area, not over the tall bar
+
+
+def test_reproduce_command_and_loading_work_from_anywhere(tmp_path: Path) -> None:
+    """Two runs started from the checkout with --directory (no -s): each card's command,
+    pasted in another directory, finds its run; datasets loads each run's own rows."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, SNAKEMAKE
+
+    for name, rows in (("one", 30), ("two", 50)):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        config = base_config(write_prompts(run_dir / "in.parquet", rows), chunks={"size": 20})
+        (run_dir / "c.yaml").write_text(yaml.safe_dump(config))
+        subprocess.run(
+            [SNAKEMAKE, "--directory", str(run_dir), "--configfile", str(run_dir / "c.yaml"),
+             "--cores", "2"],
+            cwd=REPO, check=True, capture_output=True, timeout=180,
+        )  # fmt: skip
+    for name in ("one", "two"):
+        card = (tmp_path / name / "results" / "README.md").read_text()
+        command = re.search(r"The run was started with:\n\n```bash\n(.+)\n```", card).group(1)
+        assert command.startswith(f"cd {REPO} && ")
+        dry = subprocess.run(
+            ["bash", "-c", f"{command} -n"], cwd="/", capture_output=True, text=True, timeout=120
+        )
+        assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stderr
+    load = (
+        "import sys, datasets\n"
+        "for d in sys.argv[1:]:\n"
+        "    print(datasets.load_dataset(d, split='train').num_rows)\n"
+    )
+    folders = [str(tmp_path / n / "results") for n in ("one", "two", "one")]
+    out = subprocess.run(
+        [sys.executable, "-c", load, *folders],
+        capture_output=True, text=True, timeout=120, check=True,
+        env={**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert out.stdout.split() == ["30", "50", "30"]

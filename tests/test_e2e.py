@@ -75,6 +75,8 @@ def test_delete_one_chunk_reruns_that_chunk_alone(done_run: Workflow) -> None:
     wf = done_run
     before = {p.name: p.stat().st_mtime_ns for p in wf.chunks()}
     (wf.results / "data" / "chunk-00002.parquet").unlink()
+    dry = wf.run("-n")
+    assert "provenance/metadata" not in dry.stdout + dry.stderr  # the service files' note
     assert wf.job_counts() == {
         "serve_model": 1,
         "generate_chunk": 1,
@@ -82,7 +84,8 @@ def test_delete_one_chunk_reruns_that_chunk_alone(done_run: Workflow) -> None:
         "write_dataset_card": 1,
         "all": 1,
     }
-    wf.run()
+    proc = wf.run()
+    assert "were not present when the DAG was created" not in proc.stderr
     after = {p.name: p.stat().st_mtime_ns for p in wf.chunks()}
     assert [k for k in after if after[k] != before.get(k)] == ["chunk-00002.parquet"]
     assert server_logs(wf.workdir).count("starting engine") == 2  # the first run's, this one's

@@ -154,6 +154,22 @@ def test_stop_ends_the_loop_before_the_run_is_done(tmp_path: Path) -> None:
     ]
 
 
+def test_finish_prints_the_done_line_the_loop_had_no_time_for(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    monitor = Monitor(tmp_path, None, interval_s=1.0, poll_s=60, stream=stream)
+    chunks = Chunks(tmp_path, 3)
+    chunks.plan()
+    monitor.start()
+    time.sleep(0.2)  # its first poll: 0 of 3
+    for _ in range(3):  # the run ends within one poll
+        chunks.finish_one()
+    monitor.finish()
+    lines = stream.getvalue().splitlines()
+    assert counts(lines) == [0, 3] and lines[-1].endswith("3 failed, done (300 output tokens)")
+    monitor.finish()  # once done, nothing more
+    assert stream.getvalue().splitlines() == lines
+
+
 @pytest.fixture
 def here(hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeHub:
     """The fake Hub, for HfApi() in this process, with the repo created."""

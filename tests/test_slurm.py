@@ -63,6 +63,12 @@ def submitted(wf: Workflow, tmp_path: Path, engine: dict, **overrides: dict) -> 
     for name in ("sbatch", "sacct", "squeue", "scancel"):
         (bin_dir / name).write_text(FAKE_SBATCH if name == "sbatch" else FAKE_QUIET)
         (bin_dir / name).chmod(0o755)
+    # a site big enough for every request here: two nodes of 64 CPUs, 512 GB and 8 GPUs
+    (bin_dir / "sinfo").write_text(
+        "#!/bin/sh\ncase \"$*\" in *%P*) echo 'gpu*' ;;\n"
+        "*) echo '64|512000|gpu:8|infinite'; echo '64|512000|gpu:8|infinite' ;; esac\n"
+    )
+    (bin_dir / "sinfo").chmod(0o755)
     record = tmp_path / "sbatch.txt"
     record.unlink(missing_ok=True)
     config = base_config(
@@ -264,6 +270,9 @@ def test_slurm_run_is_one_gpu_job_per_group(slurm_cluster, workflow: Workflow, t
         if line.startswith("sbatch call:")
     ]
     assert len(calls) == 2 and all("--gpus=1 " in c for c in calls), calls
+    # the site needs no account: the plugin's failed guess of one is not shown
+    log = (workflow.workdir / "run.log").read_text()
+    assert "trying to guess" not in log and "invalid option" not in log
     # each job's engine ran on exactly the GPU of its allocation (CUDA_VISIBLE_DEVICES, set by
     # Slurm for the job step), and the card has the GPU figures
     engines = workflow.stats()["engines"]
@@ -391,6 +400,78 @@ def test_site_problems_name_what_to_set() -> None:
     message = site_problem(account_set=True, partition_set=False, **no_default)
     assert "no default partition and slurm_partition is not set (partitions: gpu, cpu)" in message
     assert site_problem(account_set=True, partition_set=True, **no_default) is None
+
+
+def test_a_serve_job_too_big_for_the_nodes_names_the_profile_key() -> None:
+    from dataforge.slurm import _minutes, fit_problem, serve_request
+
+    assert [_minutes(t) for t in ("infinite", "30", "2:00:00", "1-00:00:00", "45:30")] == [
+        None, 30, 120, 1440, 45.5
+    ]  # fmt: skip
+    shipped = {"cpus_per_gpu": 8, "mem_mb_per_cpu": 8000, "runtime": 720, "mem_mb": 1000}
+    one_gpu = serve_request(shipped, gpus=1, nodes=1)
+    assert (one_gpu["cpus"], one_gpu["mem_mb"]) == (8, 64000)
+    small = "8|19284|gpu:2|infinite\n"  # the test cluster's node
+    assert fit_problem(one_gpu, "debug", small) == (
+        "Slurm: a serve_model job asks 64,000 MB per node (mem_mb_per_cpu 8000 x 8 CPUs); the "
+        "nodes of partition debug have at most 19,284 MB: lower `set-resources: serve_model: "
+        "mem_mb_per_cpu` in your Slurm profile (profiles/slurm/config.yaml)"
+    )
+    four = serve_request(shipped, gpus=4, nodes=1)
+    big = "64|512000|gpu:a100:8(S:0-1)|2-00:00:00\n32|256000|gpu:4|1:00:00\n"
+    assert fit_problem(four, "gpu", big) is None
+    assert "`set-resources: serve_model: cpus_per_gpu`" in fit_problem(
+        serve_request(shipped, gpus=9, nodes=1), "gpu", "64|999999|gpu:16|infinite\n"
+    )
+    assert "asks 16 GPUs per node" in fit_problem(serve_request({}, gpus=16, nodes=1), "gpu", big)
+    assert "asks 3 nodes" in fit_problem(serve_request(shipped, gpus=4, nodes=3), "gpu", big)
+    late = serve_request({**shipped, "runtime": 4000}, gpus=4, nodes=1)
+    assert "asks a runtime of 4000 minutes; partition gpu allows 2880" in fit_problem(
+        late, "gpu", big
+    )
+    assert fit_problem(one_gpu, "debug", "") is None  # sinfo said nothing: Slurm decides
+
+
+def test_the_shipped_profile_on_a_small_node_stops_in_one_line(
+    slurm_cluster, workflow: Workflow
+) -> None:
+    """The test node has 8 CPUs and 19 GB: the shipped profile's 8 CPUs x 8,000 MB per GPU
+    cannot run there, and sbatch would reject every group with nothing in its logs."""
+    workflow.configure(base_config(write_prompts(workflow.workdir / "in.parquet", 20)))
+    t0 = time.monotonic()
+    proc = workflow.run("--profile", str(PROFILE.parent), check=False, timeout=60)
+    assert proc.returncode != 0 and time.monotonic() - t0 < 60
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("dataforge: ")]
+    assert len(lines) == 1 and "set-resources: serve_model: mem_mb_per_cpu" in lines[0], lines
+    assert "Traceback" not in proc.stderr and not (workflow.results / "plan.json").exists()
+
+
+def test_an_sbatch_refusal_reaches_the_terminal_in_one_line(
+    slurm_cluster, workflow: Workflow, tmp_path: Path
+) -> None:
+    """What the checks before the run cannot know (here a node list that sbatch refuses, added by a
+    wrapper) is shown as sbatch says it, once, instead of only "Error in group …"."""
+    wrapper = tmp_path / "bin" / "sbatch"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("sbatch")} --nodelist=no-such-node "$@"\n')
+    wrapper.chmod(0o755)
+    workflow.configure(base_config(write_prompts(workflow.workdir / "in.parquet", 20)))
+    env = {**os.environ, "PATH": f"{wrapper.parent}:{os.environ['PATH']}"}
+    proc = workflow.run("--profile", str(site_profile(tmp_path / "site")), check=False, env=env)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("dataforge: ")]
+    assert len(lines) == 1 and lines[0].startswith("dataforge: Slurm refused a serve job: "), lines
+    assert "invalid node name" in lines[0].lower()
+    assert "Error in group" not in proc.stderr and "Traceback" not in proc.stderr
+    # and a partition the cluster does not have is named before any job
+    profile = site_profile(tmp_path / "site2") / "config.yaml"
+    config = yaml.safe_load(profile.read_text())
+    config["set-resources"]["serve_model"]["slurm_partition"] = "nope"
+    profile.write_text(yaml.safe_dump(config))
+    proc = workflow.run("--profile", str(profile.parent), check=False)
+    assert "dataforge: Slurm: slurm_partition 'nope' is not a partition of this cluster" in (
+        proc.stderr
+    )
 
 
 def test_missing_slurm_commands_are_named(tmp_path: Path, monkeypatch) -> None:

@@ -1,10 +1,11 @@
-"""The workarounds of Snakemake internals (dataforge/snakemake_compat.py): each test shows that
+"""The workarounds of Snakemake internals (dataforge/snakemake_compat/): each test shows that
 the Snakemake version in use still behaves as the workaround assumes, and that the workaround
 works. When Snakemake is upgraded, a failure here says which workaround to revisit."""
 
 from __future__ import annotations
 
 import inspect
+import logging
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import snakemake
 
 from dataforge import snakemake_compat as compat
+from dataforge.snakemake_compat import console
 
 
 def test_the_pinned_snakemake_is_the_one_the_workarounds_target() -> None:
@@ -191,3 +193,99 @@ def test_the_local_pool_can_be_widened() -> None:
     Scheduler._executor.workers = 7
     assert compat.widen_local_pool(Scheduler, 9)
     assert Scheduler._executor.workers == 16 and Scheduler._executor.pool._max_workers == 16
+
+
+def test_service_file_notes_are_dropped_and_others_kept() -> None:
+    import snakemake.api
+    import snakemake.jobs
+    import snakemake.report
+    import snakemake.workflow
+
+    sources = [inspect.getsource(m) for m in (snakemake.jobs, snakemake.workflow, snakemake.report)]
+    for note in console._ServiceFileNotes.NOTES:  # Snakemake still prints each of them
+        assert any(note in source for source in sources), note
+
+    def kept(message: str) -> bool:
+        record = logging.LogRecord("snakemake.logging", logging.WARNING, "", 0, message, None, None)
+        return console._ServiceFileNotes().filter(record)
+
+    assert not kept(
+        "Warning: the following output files of rule serve_model were not present when the "
+        "DAG was created:\n{'results/.serve/server-00000.json'}"
+    )
+    assert kept(
+        "Warning: the following output files of rule generate_chunk were not present when the "
+        "DAG was created:\n{'results/data/chunk-00001.parquet'}"
+    )
+    assert not kept(
+        "1 jobs have missing provenance/metadata so that it in part cannot be used to trigger "
+        "re-runs.\nRules with missing metadata: serve_model"
+    )
+    assert kept(
+        "3 jobs have missing provenance/metadata so that it in part cannot be used to trigger "
+        "re-runs.\nRules with missing metadata: generate_chunk serve_model"
+    )
+    assert not kept(
+        "Missing metadata for file results/.serve/server-00002.json. Maybe metadata was "
+        "deleted or it was created using an older version of Snakemake. This is a non "
+        "critical warning."
+    )
+    assert kept("Missing metadata for file results/stats.json. Maybe metadata was deleted")
+    assert kept("Select jobs to execute...")
+    assert compat.quiet_service_file_notes() in (True, False)
+    assert compat.quiet_service_file_notes() is False  # once
+
+
+def test_reported_failures_get_no_snakemake_report(tmp_path) -> None:
+    import snakemake.api
+    import snakemake.jobs
+    from snakemake_interface_logger_plugins.common import LogEvent
+
+    source = inspect.getsource(snakemake.jobs.Job.get_log_error_info)
+    assert "event=LogEvent.JOB_ERROR" in source and "log=" in source  # still how it reports
+
+    reported, other = tmp_path / "reported.log", tmp_path / "other.log"
+    reported.write_text("2026-12-06 01:00:00 ERROR dataforge: input.dataset: no file\n")
+    other.write_text("Killed\n")
+
+    def record(level: int, msg: str, **extra: object) -> logging.LogRecord:
+        rec = logging.LogRecord("snakemake.logging", level, "", 0, msg, None, None)
+        rec.__dict__.update(extra)
+        return rec
+
+    quiet = console._ReportedFailures()
+    job_error = LogEvent.JOB_ERROR
+    assert quiet.filter(record(logging.ERROR, "Error in rule x", event=job_error, log=[str(other)]))
+    assert quiet.filter(record(logging.WARNING, "a warning before any reported failure"))
+    assert not quiet.filter(
+        record(logging.ERROR, "Error in rule y", event=job_error, log=[f"{reported} (check)"])
+    )
+    assert not quiet.filter(record(logging.ERROR, "WorkflowError:\nAt least one job did not"))
+    assert quiet.filter(record(logging.INFO, "Complete log(s): .snakemake/log/x.log"))
+    run_job = console._ReportedFailures()
+    assert not run_job.filter(record(logging.ERROR, 'RuleException:\nJobFailed in file "x"'))
+    assert not run_job.filter(record(logging.ERROR, "Exiting because a job execution failed"))
+    assert snakemake.api is not None
+
+
+def test_the_slurm_plugins_account_guess_is_quiet() -> None:
+    import snakemake_executor_plugin_slurm as plugin
+    import snakemake_executor_plugin_slurm.accounts as accounts
+
+    source = inspect.getsource(plugin) + inspect.getsource(accounts)
+    for note in console._AccountGuess.NOTES:  # the plugin still says each of them
+        assert note in source, note
+    assert "| tail -1" in inspect.getsource(accounts.get_account)  # and still guesses so
+
+    def kept(message: str) -> bool:
+        record = logging.LogRecord("snakemake.logging", logging.WARNING, "", 0, message, None, None)
+        return console._AccountGuess().filter(record)
+
+    assert not kept("No SLURM account given, trying to guess.")
+    assert not kept(
+        "No account was given, not able to get a SLURM account via sacct: sacct: invalid "
+        "option -- '1'"
+    )
+    assert not kept("Unable to guess SLURM account. Trying to proceed without.")
+    assert kept("Guessed SLURM account: physics")
+    assert kept("SLURM sbatch failed. The error message was ...")

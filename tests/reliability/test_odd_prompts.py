@@ -146,3 +146,28 @@ def test_text_that_is_not_utf8_stops_the_plan(
     assert f"column 'prompt' of {path} line {line} is not valid UTF-8" in lines[0]
     assert not (workflow.results / "data").exists()
     assert "generate_chunk" not in proc.stderr + proc.stdout
+
+
+def test_a_long_prompt_is_cut_around_other_template_columns(workflow: Workflow) -> None:
+    """`[[DOCUMENT]]` is cut so that the request fits with the other columns kept whole."""
+    path = workflow.workdir / "in.parquet"
+    notes = [words(150), "short note", None]
+    prompts = [words(10 * CONTEXT), words(10 * CONTEXT), "fits"]
+    pq.write_table(pa.table({"prompt": prompts, "note": notes}), path)
+    workflow.configure(
+        base_config(
+            path,
+            model={"max_context": CONTEXT},
+            sampling={"max_tokens": MAX_TOKENS},
+            prompt={"template": "Note: [[note]] Text: [[DOCUMENT]]"},
+        )
+    )
+    workflow.run(timeout=240)
+    rows = workflow.table().to_pylist()
+    for row, note in zip(rows, notes, strict=True):
+        assert row["error"] is None, row["error"]
+        (gen,) = row["generations"]
+        assert gen["text"].startswith(" ".join(["Echo:", "Note:", *(note or "Text:").split()[:6]]))
+        assert gen["prompt_tokens"] + MAX_TOKENS <= CONTEXT  # it fits with the note whole
+    assert rows[0]["generations"][0]["prompt_tokens"] > CONTEXT - MAX_TOKENS - 20  # cut to fit
+    assert workflow.stats()["rows_prompt_truncated"] == 2

@@ -1,4 +1,5 @@
-"""Every place where dataforge reaches into Snakemake's internals, in one module.
+"""Every place where dataforge reaches into Snakemake's internals, in one package: the
+scheduler and its jobs here, what Snakemake prints in `console.py` (re-exported here).
 
 Each workaround names the Snakemake version it was written against (9.27.1, pinned in
 pyproject.toml) and the test that shows it is still needed and still works; when Snakemake
@@ -8,7 +9,13 @@ changes, those tests fail here first (tests/test_snakemake_compat.py).
 - `cancel_pending_timers`: the run exits without waiting for the scheduler's last timer.
 - `StopOnInterrupt`: Ctrl-C, SIGINT or SIGTERM stop a local run at once, not after every
   running job has finished.
-- `prepare_service_file`: a chunk reruns alone, and never a service without its chunks.
+- `prepare_service_file`: a chunk reruns alone, and never a service without its chunks;
+  `quiet_service_file_notes` keeps the notes this causes off the terminal.
+- `quiet_reported_failures`: a job that failed with a `dataforge:` line gets no Snakemake
+  error report (traceback, `message: None`) under it.
+- `report_sbatch_refusals`: a group job that sbatch refused says why, in one line.
+- `quiet_account_guess`: no account-guessing noise from the Slurm plugin on a site that needs
+  no account.
 - `limit_resource`: a local run's engine slots bound its serve jobs without `--resources`.
 - `wait_for_groups_without_polling`: a local group ends when its jobs do, not up to a second
   later.
@@ -18,12 +25,38 @@ changes, those tests fail here first (tests/test_snakemake_compat.py).
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from dataforge.snakemake_compat.console import (
+    _quiet_console,
+    quiet_account_guess,
+    quiet_reported_failures,
+    quiet_service_file_notes,
+    report_sbatch_refusals,
+)
+
+__all__ = [
+    "INTERRUPTED",
+    "SNAKEMAKE_VERSION",
+    "StopOnInterrupt",
+    "cancel_pending_timers",
+    "defer_sigterm",
+    "job_processes",
+    "limit_resource",
+    "local_execution",
+    "on_slurm",
+    "prepare_service_file",
+    "quiet_account_guess",
+    "quiet_reported_failures",
+    "quiet_service_file_notes",
+    "report_sbatch_refusals",
+    "wait_for_groups_without_polling",
+    "widen_local_pool",
+]
 
 SNAKEMAKE_VERSION = "9.27.1"
 # Set once a local run was interrupted: long `run:` jobs (the plan's conversion) stop early.
@@ -136,24 +169,6 @@ class StopOnInterrupt:
                     if proc.poll() is None:
                         proc.terminate()
             time.sleep(0.1)
-
-
-class _OnlyFinalLines(logging.Filter):
-    """After an interrupt: Snakemake's console shows no more job errors or warnings (each
-    stopped job would print its command and a RuleException); its log file keeps them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < logging.WARNING and "finishing currently running" not in str(
-            record.msg
-        )
-
-
-def _quiet_console() -> None:
-    from snakemake.logging import logger
-
-    for handler in logger.handlers:
-        if not isinstance(handler, logging.FileHandler):
-            handler.addFilter(_OnlyFinalLines())
 
 
 def prepare_service_file(workflow: Any, path: str) -> None:
