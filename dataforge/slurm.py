@@ -19,6 +19,14 @@ PROFILE_HINT = (
 )
 
 
+def _output(*cmd: str) -> str:
+    """A Slurm command's output; empty when it cannot run or does not answer in 30 s."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
 def site_problem(
     *, account_set: bool, partition_set: bool, scontrol_config: str, partitions: str
 ) -> str | None:
@@ -61,17 +69,11 @@ def check_site(*, account_set: bool, partition_set: bool) -> None:
             "machine with Slurm's client commands (a login node), or run without it"
         )
 
-    def run(*cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-
     problem = site_problem(
         account_set=account_set,
         partition_set=partition_set,
-        scontrol_config=run("scontrol", "show", "config"),
-        partitions=run("sinfo", "-h", "-o", "%P"),
+        scontrol_config=_output("scontrol", "show", "config"),
+        partitions=_output("sinfo", "-h", "-o", "%P"),
     )
     if problem:
         raise ConfigError(problem)
@@ -231,13 +233,7 @@ def check_fit(request: dict[str, Any], partition: str | None) -> None:
     run a serve job (`serve_request`): sbatch would reject every group, and the plugin would
     report only "Error in group …" with empty logs."""
 
-    def run(*cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-
-    names = run("sinfo", "-h", "-o", "%P").split()
+    names = _output("sinfo", "-h", "-o", "%P").split()
     known = [n.rstrip("*") for n in names]
     if partition and known and partition not in known:
         raise ConfigError(
@@ -248,7 +244,7 @@ def check_fit(request: dict[str, Any], partition: str | None) -> None:
         partition = next((n.rstrip("*") for n in names if n.endswith("*")), None)
         if partition is None:
             return
-    nodes = run("sinfo", "-h", "-N", "-p", partition, "-o", "%c|%m|%G|%l")
+    nodes = _output("sinfo", "-h", "-N", "-p", partition, "-o", "%c|%m|%G|%l")
     problem = fit_problem(request, partition, nodes)
     if problem:
         raise ConfigError(problem)

@@ -29,6 +29,16 @@ def _quiet_console() -> None:
             handler.addFilter(_OnlyFinalLines())
 
 
+def _add_once(kind: type[logging.Filter]) -> bool:
+    """Add a filter of `kind` to Snakemake's logger unless it has one; whether it was added."""
+    from snakemake.logging import logger
+
+    if any(isinstance(f, kind) for f in logger.filters):
+        return False
+    logger.addFilter(kind())
+    return True
+
+
 class _ServiceFileNotes(logging.Filter):
     """Drops Snakemake's notes that only concern service files (see `quiet_service_file_notes`)."""
 
@@ -57,12 +67,7 @@ def quiet_service_file_notes() -> bool:
     names any other file or rule is kept. Returns whether the filter was added (once).
     Test: test_snakemake_compat.py::test_service_file_notes_are_dropped_and_others_kept.
     """
-    from snakemake.logging import logger
-
-    if any(isinstance(f, _ServiceFileNotes) for f in logger.filters):
-        return False
-    logger.addFilter(_ServiceFileNotes())
-    return True
+    return _add_once(_ServiceFileNotes)
 
 
 class _ReportedFailures(logging.Filter):
@@ -176,9 +181,4 @@ def quiet_account_guess() -> bool:
     so that submitting without one is right. Returns whether the filter was added (once).
     Test: test_snakemake_compat.py::test_the_slurm_plugins_account_guess_is_quiet.
     """
-    from snakemake.logging import logger
-
-    if any(isinstance(f, _AccountGuess) for f in logger.filters):
-        return False
-    logger.addFilter(_AccountGuess())
-    return True
+    return _add_once(_AccountGuess)
