@@ -216,7 +216,8 @@ def check_slurm_site():
     if not compat.on_slurm(workflow):
         return
     settings = workflow.resource_settings
-    given = {}  # the serve job's profile resources: set-resources over default-resources
+    # The serve job's profile resources: set-resources over default-resources.
+    given = {}
     for mapping in (
         settings.default_resources or {},
         settings.overwrite_resources.get("serve_model", {}),
@@ -232,7 +233,8 @@ def check_slurm_site():
         )
         if "slurm_account" not in given:  # and the site needs none (check_site)
             compat.quiet_account_guess()
-        gpus = gpus_per_node(CONFIG) if SERVE_RESOURCES["gpu"] or SERVE_RESOURCES["gres"] else 0
+        on_gpus = SERVE_RESOURCES["gpu"] or SERVE_RESOURCES["gres"]
+        gpus = gpus_per_node(CONFIG) if on_gpus else 0
         request = serve_request(given, gpus, CONFIG.engine.nodes)
         check_fit(request, given.get("slurm_partition"))
     except DataforgeError as e:
