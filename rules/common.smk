@@ -87,9 +87,27 @@ def get_plan_inputs(wildcards):
     return mark_if_stale("plan", PLAN, check_resume().stale)
 
 
+def note_unplanned():
+    """-n before the first plan lists no chunk job (the plan makes them): say so once, after
+    Snakemake's summary, with the command that makes the plan alone (it runs locally)."""
+    if _run.get("unplanned") or not workflow.is_main_process:
+        return
+    _run["unplanned"] = True
+    import atexit
+
+    atexit.register(
+        print,
+        f"dataforge: no plan yet, so -n lists no chunk job: `snakemake {PLAN} <your options>`"
+        " reads the input and writes the plan alone (no engine starts); -n then lists every chunk",
+        file=sys.stderr,
+    )
+
+
 def get_plan():
     """The plan written by the plan_chunks checkpoint (re-evaluates the DAG once it exists)."""
     check_resume()
+    if workflow.dryrun and not Path(PLAN).exists():
+        note_unplanned()
     plan = planlib.load_plan(checkpoints.plan_chunks.get().output.plan)
     try:
         dfw.check_plan_against_config(plan, CONFIG)

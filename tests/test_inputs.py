@@ -181,6 +181,28 @@ def test_input_errors_stop_before_any_job_in_one_line(workflow: Workflow, case: 
         assert not wf.results.exists()
 
 
+def test_dry_run_before_the_plan_says_how_to_see_the_chunks(workflow: Workflow) -> None:
+    wf = workflow
+    config = base_config(DATA / "alpaca.json")
+    config["input"]["prompt_column"] = "instruction"
+    config["chunks"] = {"size": 10}
+    wf.configure(config)
+    proc = wf.run("-n")
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("dataforge: ")]
+    assert lines == [
+        "dataforge: no plan yet, so -n lists no chunk job: `snakemake results/plan.json"
+        " <your options>` reads the input and writes the plan alone (no engine starts);"
+        " -n then lists every chunk"
+    ], proc.stderr[-3000:]
+    assert not wf.results.exists()
+    wf.run("results/plan.json", "--cores", "1")  # the command the line gives
+    assert not (wf.results / "data").exists()
+    assert not list(wf.results.glob(".serve/server-*"))  # no server started
+    proc = wf.run("-n")
+    assert "no plan yet" not in proc.stderr
+    assert wf.job_counts()["generate_chunk"] == -(-len(ALPACA) // 10)
+
+
 def test_a_failed_plan_job_prints_its_line_and_no_snakemake_report(workflow: Workflow) -> None:
     wf = workflow
     config = base_config(DATA / "alpaca.json")
