@@ -4,6 +4,12 @@ checks), and converting text files to Parquet once (the plan).
 Parquet is read as it is. JSON Lines, a JSON array of objects (`.json`, alpaca's shape) and
 CSV are streamed batch by batch, plain or compressed with gzip, zstd, bz2 or xz (by the
 extension after the format's: `data.jsonl.gz`), so memory stays bounded whatever the size.
+
+JSON Lines and CSV are cut here into blocks of whole records (a newline; for CSV one outside
+quotes) that pyarrow parses one at a time: its streaming readers read ahead without a bound
+that holds (a 350 MB file put 350 MB in memory), and refuse a record longer than their block.
+The first block, of `block_bytes`, sets the column types, as pyarrow's readers do; the others
+are `STEP_BYTES`, a record longer than that makes its block longer.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ SUPPORTED = (
     ".parquet, .jsonl, .json (JSON Lines or one array of objects) or .csv; the text formats "
     "also compressed as .gz, .zst, .bz2 or .xz"
 )
-BLOCK_BYTES = 16 << 20  # text read per batch when converting
+BLOCK_BYTES = 16 << 20  # text whose rows set the column types when converting
+STEP_BYTES = 1 << 20  # text parsed at once after the first block
 PEEK_BYTES = 1 << 20  # text read for the first rows (parse-time checks)
 
 
@@ -100,11 +107,9 @@ def _json_array_batches(path: Path, block_bytes: int, limit: int | None) -> Iter
     like JSON Lines: pyarrow's JSON reader parses each block, the first block's types hold
     for the rest). `limit`: stop after this many bytes (the first rows only)."""
     import ijson
-    import pyarrow.json as pajson
 
     def parse(lines: list[bytes], schema: pa.Schema | None) -> pa.Table:
-        options = pajson.ParseOptions(explicit_schema=schema) if schema is not None else None
-        return pajson.read_json(pa.BufferReader(b"\n".join(lines)), parse_options=options)
+        return _parse_block(_parse_json, b"\n".join(lines), schema, path, block_bytes)
 
     lines: list[bytes] = []
     size = 0
@@ -144,16 +149,100 @@ def _json_array_batches(path: Path, block_bytes: int, limit: int | None) -> Iter
         yield parse(lines, schema)
 
 
-def _text_batches(path: Path, fmt: str, block_bytes: int) -> Iterator[pa.RecordBatch]:
-    if fmt == "json":
-        import pyarrow.json as pajson
+def _parse_json(block: bytes, schema: pa.Schema | None) -> pa.Table:
+    """JSON Lines text, whole records; typed as `schema` when given (no new column then)."""
+    import pyarrow.json as pajson
 
-        options = pajson.ReadOptions(block_size=block_bytes)
-        return iter(pajson.open_json(open_input(path), read_options=options))
+    parse = pajson.ParseOptions()
+    if schema is not None:
+        parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+    read = pajson.ReadOptions(block_size=len(block) + 1)  # one block: no record straddles two
+    return pajson.read_json(pa.BufferReader(block), read_options=read, parse_options=parse)
+
+
+def _parse_csv(block: bytes, schema: pa.Schema | None) -> pa.Table:
+    """CSV text, whole records: the first block with its header, the others typed as `schema`."""
     import pyarrow.csv as pacsv
 
-    options = pacsv.ReadOptions(block_size=block_bytes)
-    return iter(pacsv.open_csv(open_input(path), read_options=options))
+    read = pacsv.ReadOptions(block_size=len(block) + 1)
+    convert = pacsv.ConvertOptions()
+    if schema is not None:
+        read = pacsv.ReadOptions(block_size=len(block) + 1, column_names=schema.names)
+        # bad text is found and named by line by _check_text_columns, as in the first block
+        convert = pacsv.ConvertOptions(column_types=schema, check_utf8=False)
+    parse = pacsv.ParseOptions(newlines_in_values=True)
+    return pacsv.read_csv(
+        pa.BufferReader(block), read_options=read, parse_options=parse, convert_options=convert
+    )
+
+
+def _parse_block(parse, block: bytes, schema: pa.Schema | None, path: Path, first: int) -> pa.Table:
+    """One block parsed: the first sets the columns (`first` bytes of text), a later one with a
+    column that the first lacks is refused naming it."""
+    try:
+        return parse(block, schema)
+    except pa.ArrowInvalid as e:
+        if schema is None or "unexpected field" not in str(e):
+            raise
+        new = sorted(set(parse(block, None).schema.names) - set(schema.names))
+        raise InputError(
+            f"input.dataset: {path}: column(s) {', '.join(map(repr, new))} first appear after "
+            f"the first {first >> 20 or 1} MB of rows, whose columns are the dataset's; give "
+            "the first rows every column (null where empty)"
+        ) from None
+
+
+def _line_end(data: bytes) -> int:
+    """Where the last whole JSON line of `data` ends (0: none)."""
+    return data.rfind(b"\n") + 1
+
+
+def _csv_record_end(data: bytes) -> int:
+    """Where the last whole CSV record of `data` ends (0: none): after a newline outside
+    quotes. A quote inside a quoted value is doubled, so the newlines with an even number of
+    quotes before them end records (`data` starts at a record)."""
+    inside = data.count(b'"') % 2  # of data[:end]
+    end = len(data)
+    while (i := data.rfind(b"\n", 0, end)) >= 0:
+        inside ^= data.count(b'"', i, end) % 2
+        if not inside:
+            return i + 1
+        end = i
+    return 0
+
+
+def _record_blocks(f: _NoBom, first_bytes: int, step_bytes: int, cut) -> Iterator[bytes]:
+    """The stream's text in blocks of whole records: the first of about `first_bytes`, then
+    about `step_bytes` each; `cut(data)` says where the last whole record of `data` ends."""
+    rest = b""
+    want = first_bytes
+    while True:
+        parts, size = [rest], len(rest)
+        while size < len(rest) + want and (data := f.read(len(rest) + want - size)):
+            parts.append(data)
+            size += len(data)
+        text = b"".join(parts)
+        if size == len(rest):  # the end of the stream: what is left is the last record
+            if text.strip():
+                yield text
+            return
+        end = cut(text)
+        if end == 0:  # a record longer than the block: read on, twice as much each time
+            rest, want = text, max(want, len(text))
+            continue
+        if text[:end].strip():
+            yield text[:end]
+        rest, want = text[end:], step_bytes
+
+
+def _text_batches(path: Path, fmt: str, block_bytes: int) -> Iterator[pa.RecordBatch]:
+    parse, cut = (_parse_json, _line_end) if fmt == "json" else (_parse_csv, _csv_record_end)
+    schema = None
+    with open_input(path) as f:
+        for block in _record_blocks(_NoBom(f), block_bytes, min(block_bytes, STEP_BYTES), cut):
+            table = _parse_block(parse, block, schema, path, block_bytes)
+            schema = schema or table.schema
+            yield from table.to_batches()
 
 
 def batches(path: Path, block_bytes: int = BLOCK_BYTES, first_only: bool = False):
@@ -238,11 +327,23 @@ def _check_text_columns(batch: pa.RecordBatch, path: Path) -> None:
             )
 
 
+ROW_GROUP_BYTES = 64 << 20  # at most this much held for one row group when converting
+
+
 def convert_to_parquet(files: list[Path], target: Path, row_group_rows: int) -> None:
-    """Stream input files (of any readable format) into one Parquet file, batch by batch."""
+    """Stream input files (of any readable format) into one Parquet file, batch by batch, in
+    row groups of `row_group_rows` rows (fewer when that many rows pass ROW_GROUP_BYTES)."""
 
     def write(tmp: Path) -> None:
         writer = None
+        held: list[pa.RecordBatch] = []  # rows not written yet, fewer than one row group
+
+        def flush(whole_groups_only: bool) -> None:
+            table = pa.Table.from_batches(held, schema=writer.schema)
+            keep = table.num_rows % row_group_rows if whole_groups_only else 0
+            writer.write_table(table.slice(0, table.num_rows - keep), row_group_rows)
+            held[:] = table.slice(table.num_rows - keep).to_batches() if keep else []
+
         try:
             for f in files:
                 for batch in batches(f):
@@ -253,9 +354,15 @@ def convert_to_parquet(files: list[Path], target: Path, row_group_rows: int) -> 
                             f"input.dataset: {f} has other columns or types than {files[0]}; "
                             "all input files must share one schema"
                         )
-                    writer.write_batch(batch, row_group_size=row_group_rows)
+                    held.append(batch)
+                    if sum(b.nbytes for b in held) >= ROW_GROUP_BYTES:
+                        flush(whole_groups_only=False)
+                    elif sum(b.num_rows for b in held) >= row_group_rows:
+                        flush(whole_groups_only=True)
             if writer is None:
                 raise InputError(f"input.dataset: {files[0]} holds no rows")
+            if held:
+                flush(whole_groups_only=False)
         finally:
             if writer is not None:
                 writer.close()

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import Workflow, base_config
@@ -95,6 +96,66 @@ def test_json_arrays_stream_in_blocks_typed_like_json_lines(tmp_path: Path) -> N
     lines.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert not formats.is_json_array(lines)
     assert formats.first_schema(lines) == formats.first_schema(path)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_text_is_cut_into_whole_records_whatever_their_length(tmp_path: Path, fmt: str) -> None:
+    """Blocks end at a record's end: a CSV value with newlines and doubled quotes, or a record
+    longer than the block, is read whole (pyarrow's own readers refuse the latter)."""
+    import pyarrow.csv as pacsv
+
+    rows = [
+        {"id": i, "q": 'say "hi"\nthen, go' if i % 7 == 0 else ("x" * 5000 if i == 50 else f"q{i}")}
+        for i in range(300)
+    ]
+    path = tmp_path / f"rows.{fmt}.gz"
+    if fmt == "csv":
+        with pa.output_stream(str(path), compression="gzip") as f:
+            pacsv.write_csv(pa.Table.from_pylist(rows), f)
+    else:
+        path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    blocks = list(formats.batches(path, block_bytes=256))
+    assert len(blocks) > 5 and max(b.nbytes for b in blocks) > 5000  # the long one, whole
+    assert [r for b in blocks for r in b.to_pylist()] == rows
+    assert {b.schema for b in blocks} == {pa.schema([("id", pa.int64()), ("q", pa.string())])}
+    target = tmp_path / "out.parquet"
+    formats.convert_to_parquet([path], target, row_group_rows=64)
+    meta = pq.ParquetFile(target).metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sizes == [64, 64, 64, 64, 44]  # whole row groups, whatever the blocks were
+    assert pq.read_table(target).to_pylist() == rows
+
+
+@pytest.mark.parametrize("name", ["rows.csv", "rows.jsonl"])
+def test_bad_text_after_the_first_block_is_named_by_line(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        path.write_bytes(b"q\n" + b"".join(b"question %d\n" % i for i in range(300)) + b"\xff\n")
+    else:
+        good = b"".join(b'{"q": "question %d"}\n' % i for i in range(300))
+        path.write_bytes(good + b'{"q": "\xff"}\n')
+    with pytest.raises(InputError) as e:
+        list(formats.batches(path, block_bytes=256))
+    line = 302 if name.endswith(".csv") else 301
+    assert f"{path} line {line} is not valid UTF-8" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["rows.jsonl", "rows.json"])
+def test_columns_after_the_first_block_are_refused_naming_the_file(
+    tmp_path: Path, name: str
+) -> None:
+    path = tmp_path / name
+    rows = [{"q": f"question {i}"} for i in range(200)] + [{"q": "late", "extra": 1}]
+    if name.endswith(".json"):
+        path.write_text(json.dumps(rows, indent=1))
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InputError) as e:
+        list(formats.batches(path, block_bytes=512))
+    assert str(e.value) == (
+        f"input.dataset: {path}: column(s) 'extra' first appear after the first 1 MB of rows, "
+        "whose columns are the dataset's; give the first rows every column (null where empty)"
+    )
 
 
 @pytest.mark.parametrize(
