@@ -134,8 +134,10 @@ def run_sampling_memory(
     proc = subprocess.Popen(
         cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+    peak_top: list[tuple[float, str]] = []
     while proc.poll() is None:
         total, n = 0, 0
+        sizes: list[tuple[float, str]] = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -153,6 +155,13 @@ def run_sampling_memory(
                 continue
             total += int(pss.split()[1]) * 1024
             n += 1
+            try:
+                what = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+            except OSError:
+                what = "?"
+            sizes.append((round(int(pss.split()[1]) / 1024), what))
+        if total / 2**20 > peak_mb:  # which processes made the peak
+            peak_top = sorted(sizes, reverse=True)[:5]
         peak_mb, peak_n = max(peak_mb, total / 2**20), max(peak_n, n)
         time.sleep(every_s)
     if proc.returncode:
@@ -161,6 +170,7 @@ def run_sampling_memory(
         "wall_s": time.perf_counter() - t0,
         "peak_sum_rss_mb": peak_mb,
         "peak_processes": peak_n,
+        "peak_largest": peak_top,  # (MB, command line) of the five largest at the peak
     }
 
 

@@ -1,10 +1,13 @@
 """Memory against input size: a chunk's server on inputs of 100,000 and 2,000,000 rows with the
 same chunk size must stay flat (at most 1.2x apart), and datatrove on the same inputs; and a
 whole run's memory against its size: every process of a run of 8,000 and of 100,000 rows (16
-and 200 chunks of 500, the default config, on the dummy engine), summed, at most 1.3x apart.
+and 200 chunks of 500, the default config, on the dummy engine), summed, at most 1.3x apart;
+and the plan's memory by input format: the same rows as JSON Lines (the baseline), a JSON
+array (alpaca's shape, streamed with ijson) and gzip-compressed JSON Lines, converted to
+Parquet by the plan job, at two sizes.
 
     .venv/bin/python bench/memory.py [--rows 100000 2000000] [--chunk 500] [--no-datatrove]
-        [--run-rows 8000 100000] [--out FILE]
+        [--run-rows 8000 100000] [--format-rows 1000000 4000000] [--out FILE]
 
 For each input size (Parquet, row groups of 10,000 rows): dataforge plans the whole input and
 runs its first chunk only (`snakemake results/data/chunk-00000.parquet`) on the zero-latency
@@ -82,12 +85,61 @@ def run_whole(rows: int, chunk: int) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def write_text_inputs(parquet: Path, folder: Path) -> dict[str, Path]:
+    """The rows of `parquet` as JSON Lines, a JSON array and gzip-compressed JSON Lines."""
+    import gzip
+
+    import pyarrow.parquet as pq
+
+    paths = {"jsonl": folder / "rows.jsonl", "json array": folder / "rows.json",
+             "jsonl.gz": folder / "rows.jsonl.gz"}  # fmt: skip
+    with (
+        open(paths["jsonl"], "w", encoding="utf-8") as lines,
+        open(paths["json array"], "w", encoding="utf-8") as array,
+        gzip.open(paths["jsonl.gz"], "wt", encoding="utf-8", compresslevel=1) as packed,
+    ):
+        array.write("[\n")
+        first = True
+        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=10_000):
+            text = [json.dumps(row, ensure_ascii=False) for row in batch.to_pylist()]
+            block = "\n".join(text) + "\n"
+            lines.write(block)
+            packed.write(block)
+            array.write(("" if first else ",\n") + ",\n".join(text))
+            first = False
+        array.write("\n]\n")
+    return paths
+
+
+def run_plan_formats(rows: int, chunk: int) -> list[dict]:
+    """The plan job's peak RSS and time on the same rows in each text format."""
+    work = Path(tempfile.mkdtemp(prefix="dataforge-formats-"))
+    try:
+        parquet = write_prompt_parquet(work / "prompts.parquet", rows)
+        results = []
+        for fmt, path in write_text_inputs(parquet, work).items():
+            run = work / fmt.replace(" ", "-")
+            run.mkdir()
+            config = {"input": {"dataset": str(path)}, "model": {"name": "bench"},
+                      "engine": {"kind": "dummy"}, "chunks": {"size": chunk}}  # fmt: skip
+            (run / "config.yaml").write_text(json.dumps(config))
+            m = measure(snakemake_command("config.yaml", "results/plan.json"), cwd=run)
+            plan = json.loads((run / "results" / "plan.json").read_text())
+            assert plan["rows"] == rows, (fmt, plan["rows"])
+            results.append({"format": fmt, "rows": rows, "input_mb": path.stat().st_size / 2**20,
+                            "plan_rss_mb": m["peak_rss_mb"], "plan_s": m["wall_s"]})  # fmt: skip
+        return results
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 2_000_000])
     parser.add_argument("--chunk", type=int, default=500)
     parser.add_argument("--no-datatrove", action="store_true")
     parser.add_argument("--run-rows", type=int, nargs="+", default=[8_000, 100_000])
+    parser.add_argument("--format-rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     results = []
@@ -117,8 +169,29 @@ def main() -> None:
         ("peak_sum_rss_mb", "all processes MB", ".0f"), ("peak_processes", "processes", ".0f"),
     ]))  # fmt: skip
     print(f"largest / smallest run: x{run_growth:.2f}")
+    formats = [r for rows in args.format_rows for r in run_plan_formats(rows, args.chunk)]
+    baseline = {r["rows"]: r for r in formats if r["format"] == "jsonl"}
+    for r in formats:
+        r["rss_vs_jsonl"] = r["plan_rss_mb"] / baseline[r["rows"]]["plan_rss_mb"]
+        r["time_vs_jsonl"] = r["plan_s"] / baseline[r["rows"]]["plan_s"]
+    small, large = min(args.format_rows), max(args.format_rows)
+    format_growth = {
+        r["format"]: r["plan_rss_mb"] / next(
+            s["plan_rss_mb"] for s in formats if s["format"] == r["format"] and s["rows"] == small
+        )
+        for r in formats if r["rows"] == large
+    }  # fmt: skip
+    print("\nthe plan by input format (it converts text to Parquet once; peak RSS of the run)")
+    print(table(formats, [
+        ("format", "format", ""), ("rows", "rows", ","), ("input_mb", "input MB", ".1f"),
+        ("plan_rss_mb", "plan MB", ".0f"), ("rss_vs_jsonl", "MB / jsonl", ".2f"),
+        ("plan_s", "plan s", ".1f"), ("time_vs_jsonl", "s / jsonl", ".2f"),
+    ]))  # fmt: skip
+    grown = ", ".join(f"{k} x{v:.2f}" for k, v in format_growth.items())
+    print(f"largest / smallest input: {grown}")
     write_results("memory", {"chunk": args.chunk, "results": results, "growth": growth,
-                             "runs": runs, "run_growth": run_growth}, args.out)  # fmt: skip
+                             "runs": runs, "run_growth": run_growth, "formats": formats,
+                             "format_growth": format_growth}, args.out)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def test_workflow_scale(tmp_path: Path) -> None:
 
 def test_memory(tmp_path: Path) -> None:
     result = bench(tmp_path, "memory", "--rows", "1000", "4000", "--chunk", "100",
-                   "--run-rows", "200", "800")  # fmt: skip
+                   "--run-rows", "200", "800", "--format-rows", "300", "1200")  # fmt: skip
     rows = result["results"]
     assert [r["rows"] for r in rows] == [1000, 4000]
     assert all(r["server_rss_mb"] > 10 and r["datatrove_rss_mb"] > 10 for r in rows)
@@ -63,6 +63,12 @@ def test_memory(tmp_path: Path) -> None:
     runs = result["runs"]
     assert [r["chunks"] for r in runs] == [2, 8]
     assert all(r["peak_sum_rss_mb"] > 50 and r["peak_processes"] >= 4 for r in runs)
+    formats = result["formats"]
+    assert [(r["format"], r["rows"]) for r in formats] == [
+        (f, n) for n in (300, 1200) for f in ("jsonl", "json array", "jsonl.gz")
+    ]
+    assert all(r["plan_rss_mb"] > 10 and r["rss_vs_jsonl"] > 0 for r in formats)
+    assert set(result["format_growth"]) == {"jsonl", "json array", "jsonl.gz"}
 
 
 def test_gpu_schedule(tmp_path: Path) -> None:
