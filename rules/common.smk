@@ -89,7 +89,8 @@ def get_plan_inputs(wildcards):
 
 def note_unplanned():
     """-n before the first plan lists no chunk job (the plan makes them): say so once, after
-    Snakemake's summary, with the command that makes the plan alone (it runs locally)."""
+    Snakemake's summary, with the command that makes the plan alone (it runs locally).
+    """
     if _run.get("unplanned") or not workflow.is_main_process:
         return
     _run["unplanned"] = True
