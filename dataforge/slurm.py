@@ -58,10 +58,11 @@ def site_problem(
 SLURM_COMMANDS = ("sbatch", "squeue", "sacct", "scancel")
 
 
-def check_site(*, account_set: bool, partition_set: bool) -> None:
+def check_site(*, account_set: bool, partition_set: bool) -> str:
     """Raise ConfigError when the Slurm client commands are missing, or when the site needs
     an account or partition that is not set. Where the Slurm commands do not answer, the
-    plugin's own errors follow instead."""
+    plugin's own errors follow instead. Returns the partitions (`sinfo -h -o %P`) for
+    `check_fit`."""
     missing = [cmd for cmd in SLURM_COMMANDS if shutil.which(cmd) is None]
     if missing:
         raise ConfigError(
@@ -69,14 +70,16 @@ def check_site(*, account_set: bool, partition_set: bool) -> None:
             "machine with Slurm's client commands (a login node), or run without it"
         )
 
+    partitions = _output("sinfo", "-h", "-o", "%P")
     problem = site_problem(
         account_set=account_set,
         partition_set=partition_set,
         scontrol_config=_output("scontrol", "show", "config"),
-        partitions=_output("sinfo", "-h", "-o", "%P"),
+        partitions=partitions,
     )
     if problem:
         raise ConfigError(problem)
+    return partitions
 
 
 def cancel_leftover_jobs(workdir: str | os.PathLike) -> list[str]:
@@ -228,12 +231,11 @@ def serve_request(resources: dict[str, Any], gpus: int, nodes: int) -> dict[str,
     }
 
 
-def check_fit(request: dict[str, Any], partition: str | None) -> None:
+def check_fit(request: dict[str, Any], partition: str | None, partitions: str) -> None:
     """Raise ConfigError when no node of the partition (the given one, else the default) can
     run a serve job (`serve_request`): sbatch would reject every group, and the plugin would
-    report only "Error in group …" with empty logs."""
-
-    names = _output("sinfo", "-h", "-o", "%P").split()
+    report only "Error in group …" with empty logs. `partitions`: from `check_site`."""
+    names = partitions.split()
     known = [n.rstrip("*") for n in names]
     if partition and known and partition not in known:
         raise ConfigError(

@@ -246,7 +246,7 @@ def check_slurm_site():
         from dataforge.engines import gpus_per_node
         from dataforge.slurm import check_fit, check_site, serve_request
 
-        check_site(
+        partitions = check_site(
             account_set="slurm_account" in given,
             partition_set="slurm_partition" in given,
         )
@@ -255,7 +255,7 @@ def check_slurm_site():
         on_gpus = SERVE_RESOURCES["gpu"] or SERVE_RESOURCES["gres"]
         gpus = gpus_per_node(CONFIG) if on_gpus else 0
         request = serve_request(given, gpus, CONFIG.engine.nodes)
-        check_fit(request, given.get("slurm_partition"))
+        check_fit(request, given.get("slurm_partition"), partitions)
     except DataforgeError as e:
         stop_with(e)
 
