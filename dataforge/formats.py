@@ -5,11 +5,12 @@ Parquet is read as it is. JSON Lines, a JSON array of objects (`.json`, alpaca's
 CSV are streamed batch by batch, plain or compressed with gzip, zstd, bz2 or xz (by the
 extension after the format's: `data.jsonl.gz`), so memory stays bounded whatever the size.
 
-JSON Lines and CSV are cut here into blocks of whole records (a newline; for CSV one outside
-quotes) that pyarrow parses one at a time: its streaming readers read ahead without a bound
-that holds (a 350 MB file put 350 MB in memory), and refuse a record longer than their block.
-The first block, of `block_bytes`, sets the column types, as pyarrow's readers do; the others
-are `STEP_BYTES`, a record longer than that makes its block longer.
+Text is cut here into blocks of whole records (JSON Lines and CSV: at a newline, for CSV one
+outside quotes; a JSON array: its objects, read by ijson, as JSON Lines) that pyarrow parses
+one at a time: its streaming readers read ahead without a bound that holds (a 350 MB file put
+350 MB in memory), and refuse a record longer than their block. The first block, of
+`block_bytes`, sets the column types, as pyarrow's readers do; the others are `STEP_BYTES`, a
+record longer than that makes its block longer.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def _read_error(path: Path, error: Exception) -> InputError:
 
 
 class _NoBom:
-    """A binary stream without its UTF-8 byte order mark (ijson does not skip one)."""
+    """A binary stream without its UTF-8 byte order mark (ijson does not skip one, and only
+    the first block of a text file would hold it)."""
 
     def __init__(self, f: pa.NativeFile) -> None:
         self.f = f
@@ -102,51 +104,41 @@ class _NoBom:
         return out + (self.f.read(n - len(out)) if n > len(out) else b"")
 
 
-def _json_array_batches(path: Path, block_bytes: int, limit: int | None) -> Iterator[pa.Table]:
-    """The objects of a JSON array, as tables of about `block_bytes` of JSON text each (typed
-    like JSON Lines: pyarrow's JSON reader parses each block, the first block's types hold
-    for the rest). `limit`: stop after this many bytes (the first rows only)."""
+def _array_blocks(f: _NoBom, first_bytes: int, step_bytes: int, path: Path) -> Iterator[bytes]:
+    """The objects of a JSON array as blocks of JSON Lines text (parsed like JSON Lines): the
+    first of about `first_bytes`, then about `step_bytes` each."""
     import ijson
 
-    def parse(lines: list[bytes], schema: pa.Schema | None) -> pa.Table:
-        return _parse_block(_parse_json, b"\n".join(lines), schema, path, block_bytes)
-
     lines: list[bytes] = []
-    size = 0
-    schema = None
-    with open_input(path) as f:
-        try:
-            for number, item in enumerate(ijson.items(_NoBom(f), "item", use_float=True), 1):
-                if not isinstance(item, dict):
-                    raise InputError(
-                        f"input.dataset: item {number} of the JSON array in {path} is not an "
-                        "object; each row must be an object of columns"
-                    )
-                line = json.dumps(item, ensure_ascii=False).encode()
-                lines.append(line)
-                size += len(line)
-                if size >= block_bytes:
-                    table = parse(lines, schema)
-                    schema = schema or table.schema
-                    yield table
-                    if limit is not None:
-                        return
-                    lines, size = [], 0
-        except ijson.JSONError as e:
-            what = e.args[0] if e.args else ""
-            what = what.decode(errors="replace") if isinstance(what, bytes) else str(what)
-            if "UTF8" in what:
+    size, want = 0, first_bytes
+    try:
+        for number, item in enumerate(ijson.items(f, "item", use_float=True), 1):
+            if not isinstance(item, dict):
                 raise InputError(
-                    f"input.dataset: {_first_bad_utf8(path)}; dataforge reads text as UTF-8"
-                ) from None
-            raise _read_error(path, ValueError(what or "not valid JSON")) from None
-        except UnicodeEncodeError:
+                    f"input.dataset: item {number} of the JSON array in {path} is not an "
+                    "object; each row must be an object of columns"
+                )
+            line = json.dumps(item, ensure_ascii=False).encode()
+            lines.append(line)
+            size += len(line)
+            if size >= want:
+                yield b"\n".join(lines)
+                lines, size, want = [], 0, step_bytes
+    except ijson.JSONError as e:
+        what = e.args[0] if e.args else ""
+        what = what.decode(errors="replace") if isinstance(what, bytes) else str(what)
+        if "UTF8" in what:
             raise InputError(
-                f"input.dataset: {path} holds text that is not valid UTF-8; dataforge reads "
-                "text as UTF-8"
+                f"input.dataset: {_first_bad_utf8(path)}; dataforge reads text as UTF-8"
             ) from None
+        raise _read_error(path, ValueError(what or "not valid JSON")) from None
+    except UnicodeEncodeError:
+        raise InputError(
+            f"input.dataset: {path} holds text that is not valid UTF-8; dataforge reads "
+            "text as UTF-8"
+        ) from None
     if lines:
-        yield parse(lines, schema)
+        yield b"\n".join(lines)
 
 
 def _parse_json(block: bytes, schema: pa.Schema | None) -> pa.Table:
@@ -217,12 +209,12 @@ def _record_blocks(f: _NoBom, first_bytes: int, step_bytes: int, cut) -> Iterato
     rest = b""
     want = first_bytes
     while True:
-        parts, size = [rest], len(rest)
-        while size < len(rest) + want and (data := f.read(len(rest) + want - size)):
+        parts, got = [rest], 0  # `want` new bytes after the rest of the last block
+        while got < want and (data := f.read(want - got)):
             parts.append(data)
-            size += len(data)
+            got += len(data)
         text = b"".join(parts)
-        if size == len(rest):  # the end of the stream: what is left is the last record
+        if got == 0:  # the end of the stream: what is left is the last record
             if text.strip():
                 yield text
             return
@@ -236,13 +228,23 @@ def _record_blocks(f: _NoBom, first_bytes: int, step_bytes: int, cut) -> Iterato
 
 
 def _text_batches(path: Path, fmt: str, block_bytes: int) -> Iterator[pa.RecordBatch]:
-    parse, cut = (_parse_json, _line_end) if fmt == "json" else (_parse_csv, _csv_record_end)
+    """The batches of a text file, block by block; the first block's types hold for the rest."""
+    step = min(block_bytes, STEP_BYTES)
+    array = fmt == "json" and is_json_array(path)
+    parse = _parse_json if fmt == "json" else _parse_csv
     schema = None
     with open_input(path) as f:
-        for block in _record_blocks(_NoBom(f), block_bytes, min(block_bytes, STEP_BYTES), cut):
+        if array:
+            blocks = _array_blocks(_NoBom(f), block_bytes, step, path)
+        else:
+            cut = _line_end if fmt == "json" else _csv_record_end
+            blocks = _record_blocks(_NoBom(f), block_bytes, step, cut)
+        for block in blocks:
             table = _parse_block(parse, block, schema, path, block_bytes)
             schema = schema or table.schema
-            yield from table.to_batches()
+            for batch in table.to_batches():
+                _check_text_columns(batch, path)
+                yield batch
 
 
 def batches(path: Path, block_bytes: int = BLOCK_BYTES, first_only: bool = False):
@@ -261,15 +263,7 @@ def batches(path: Path, block_bytes: int = BLOCK_BYTES, first_only: bool = False
                 if first_only:
                     return
             return
-        if fmt == "json" and is_json_array(path):
-            limit = block_bytes if first_only else None
-            for table in _json_array_batches(path, block_bytes, limit):
-                for batch in table.to_batches():
-                    _check_text_columns(batch, path)
-                    yield batch
-            return
         for batch in _text_batches(path, fmt, block_bytes):
-            _check_text_columns(batch, path)
             yield batch
             if first_only:
                 return
