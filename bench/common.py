@@ -121,6 +121,40 @@ def _measure(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -
     return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": after.ru_maxrss / 1024}
 
 
+def _same_memory(pid: int, other: int) -> bool:
+    """Whether two processes share one address space (kcmp KCMP_VM, x86-64 Linux): a child
+    between vfork and exec, which subprocess uses to start every job, reports its parent's
+    whole memory as its own."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(312, pid, other, 1, 0, 0) == 0  # SYS_kcmp, KCMP_VM
+
+
+def _run_processes(root: str) -> dict[int, tuple[int, float, str]]:
+    """The processes whose working directory is inside `root`: pid -> (parent pid, PSS in MB,
+    command line). PSS, not RSS: a process just forked shares all its parent's pages until it
+    execs, and RSS would count them twice; a vfork child (one address space with its parent)
+    is left out for the same reason."""
+    found: dict[int, tuple[int, float, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            if not (cwd == root or cwd.startswith(root + "/")):
+                continue
+            rollup = (entry / "smaps_rollup").read_text()
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            what = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+        except (OSError, IndexError, ValueError):
+            continue
+        pss = next((ln for ln in rollup.splitlines() if ln.startswith("Pss:")), None)
+        if pss is not None:
+            found[int(entry.name)] = (parent, int(pss.split()[1]) / 1024, what)
+    return {pid: p for pid, p in found.items() if not (p[0] in found and _same_memory(pid, p[0]))}
+
+
 def run_sampling_memory(
     cmd: list[str], workdir: Path, every_s: float = 0.1, env: dict[str, str] | None = None
 ) -> dict:
@@ -136,33 +170,12 @@ def run_sampling_memory(
     )
     peak_top: list[tuple[float, str]] = []
     while proc.poll() is None:
-        total, n = 0, 0
-        sizes: list[tuple[float, str]] = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cwd = os.readlink(entry / "cwd")
-                if not (cwd == root or cwd.startswith(root + "/")):
-                    continue
-                rollup = (entry / "smaps_rollup").read_text()
-            except OSError:
-                continue
-            # PSS, not RSS: a process just forked (every job Snakemake starts) shares all its
-            # parent's pages until it execs; RSS would count them twice.
-            pss = next((ln for ln in rollup.splitlines() if ln.startswith("Pss:")), None)
-            if pss is None:
-                continue
-            total += int(pss.split()[1]) * 1024
-            n += 1
-            try:
-                what = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
-            except OSError:
-                what = "?"
-            sizes.append((round(int(pss.split()[1]) / 1024), what))
-        if total / 2**20 > peak_mb:  # which processes made the peak
-            peak_top = sorted(sizes, reverse=True)[:5]
-        peak_mb, peak_n = max(peak_mb, total / 2**20), max(peak_n, n)
+        found = _run_processes(root)
+        total = sum(pss for _, pss, _ in found.values())
+        if total > peak_mb:  # which processes made the peak
+            peak_top = sorted(((round(pss), what) for _, pss, what in found.values()), reverse=True)
+            peak_top = peak_top[:5]
+        peak_mb, peak_n = max(peak_mb, total), max(peak_n, len(found))
         time.sleep(every_s)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-3000:]}")
