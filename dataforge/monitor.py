@@ -138,8 +138,11 @@ class Monitor:
         poll_s: float = 2.0,
         stream: TextIO = sys.stderr,
         window_s: float = 300.0,
+        settings: dict[str, Any] | None = None,
     ) -> None:
+        """`settings`: the config's content settings; a chunk made with others is not done."""
         self.workdir, self.repo_id, self.interval_s = workdir, repo_id, interval_s
+        self.settings = settings
         self.poll_s, self.stream, self.window_s = poll_s, stream, window_s
         self.printed: int | None = None  # chunks done in the last line printed
         self.uploaded: int | None = None  # chunks done in the last card uploaded
@@ -178,7 +181,7 @@ class Monitor:
                 return
 
     def poll(self) -> None:
-        p = status.collect(self.workdir, self.window_s)
+        p = status.collect(self.workdir, self.window_s, settings=self.settings)
         if not p["planned"]:
             return
         if p["chunks_done"] != self.printed:
@@ -206,7 +209,7 @@ class Monitor:
         api, repo_id = HfApi(), self.repo_id
 
         def attempt() -> int | None:
-            p = status.collect(self.workdir, self.window_s)
+            p = status.collect(self.workdir, self.window_s, settings=self.settings)
             if _all_done(p):
                 return None
             card = progress_card(p, repo_id, time.time(), self._split())

@@ -19,8 +19,15 @@ from typing import Any
 from dataforge.fmt import duration
 
 
-def collect(workdir: Path, window_s: float = 300.0, now: float | None = None) -> dict[str, Any]:
-    """Progress numbers of the run in `workdir` (see the module docstring)."""
+def collect(
+    workdir: Path,
+    window_s: float = 300.0,
+    now: float | None = None,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Progress numbers of the run in `workdir` (see the module docstring). With `settings`
+    (the config's content settings, `chunkfile.content_settings`), a chunk file made with
+    other settings is not done: the run generates it again."""
     now = time.time() if now is None else now
     from dataforge import chunkfile, layout
     from dataforge.plan import load_plan
@@ -34,9 +41,14 @@ def collect(workdir: Path, window_s: float = 300.0, now: float | None = None) ->
         if index >= plan["chunks"]:
             continue
         try:
-            done.append(chunkfile.read_record(path).stats)
+            record = chunkfile.read_record(path)
         except (OSError, chunkfile.ForeignChunk):
             continue  # not a chunk of this dataforge, or being replaced right now
+        if settings is not None:
+            want = chunkfile.expected_key(plan, index, settings)
+            if record.key.digest != want.digest:
+                continue
+        done.append(record.stats)
     first_start = min((s["started"] for s in done), default=None)
     span = min(window_s, now - first_start) if first_start is not None else 0.0
     recent = [s for s in done if s["finished"] >= now - span] if span > 0 else []

@@ -323,7 +323,8 @@ def report_interrupt():
         return
     from dataforge.status import collect
 
-    p = collect(Path.cwd())
+    # A chunk made with other settings is not done: the rerun generates it.
+    p = collect(Path.cwd(), settings=CONTENT)
     done = (
         f"{p['chunks_done']:,} of {p['chunks']:,} chunks"
         if p["planned"]
@@ -383,7 +384,7 @@ def start_monitor(repo_id):
         return
     stream = sys.stderr if progress else open(os.devnull, "w")
     _run["monitor"] = Monitor(
-        Path.cwd(), repo_id, CONFIG.monitor.interval_s, stream=stream
+        Path.cwd(), repo_id, CONFIG.monitor.interval_s, stream=stream, settings=CONTENT
     ).start()
 
 

@@ -91,9 +91,13 @@ def test_every_row_holds_the_settings_stats_and_card_give(workflow: Workflow, mo
     config["sampling"]["temperature"] = 0.9
     wf.configure(config)
     assert wf.job_counts()["generate_chunk"] == CHUNKS
-    wf.run(timeout=120)
+    proc = wf.run(timeout=120)
     check_rows_exactly_once(wf, CHUNKS * SIZE)
     assert temperatures(wf) == {"t=0.9"}, mode
+    # The progress line counts only chunks made with the config's settings: it starts at 0.
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("dataforge: [")]
+    assert lines[0].startswith(f"dataforge: [....................] 0% chunks 0/{CHUNKS},"), lines
+    assert lines[-1].startswith(f"dataforge: [####################] 100% chunks {CHUNKS}/"), lines
     stats = wf.stats()
     assert stats["provenance"]["sampling"]["temperature"] == 0.9
     assert stats["chunks"] == CHUNKS and stats["rows"] == CHUNKS * SIZE
